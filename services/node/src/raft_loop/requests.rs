@@ -1,0 +1,391 @@
+//! The requests the Raft loop serves for the API: writes, read indexes, membership changes, leadership
+//! transfers, status and log entries.
+
+use super::{PendingWrite, RaftLoop, Reply, Request};
+use crate::error::NodeError;
+use prost::Message as _;
+use reinado_proto::v1::{MemberContext, WriteOutcome};
+use reinado_raft::{ConfChange, ConfChangeKind, Entry, Index, NodeId, Role, Term};
+use std::time::Instant;
+use tracing::{info, info_span};
+
+/// A learner is promoted once it is at most this many entries behind the leader's log.
+const PROMOTE_MAX_LAG: u64 = 64;
+
+/// One member, as this node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member.
+    pub id: NodeId,
+    /// Where peers reach it.
+    pub peer_addr: String,
+    /// Where clients reach it.
+    pub client_addr: String,
+    /// It votes.
+    pub voter: bool,
+    /// Leader only: the highest index known replicated on it.
+    pub match_index: Index,
+    /// Leader only: how far behind the leader's last index it is.
+    pub lag: u64,
+    /// Leader only: it answered within the last election timeout.
+    pub active: bool,
+}
+
+/// The node's state, for `Status`.
+#[derive(Clone, Debug)]
+pub struct StatusReport {
+    /// This node.
+    pub id: NodeId,
+    /// Its Raft role.
+    pub role: Role,
+    /// It is a voter or a learner.
+    pub member: bool,
+    /// It is a learner.
+    pub learner: bool,
+    /// Its term.
+    pub term: Term,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// The leader's client address, if known.
+    pub leader_addr: String,
+    /// The commit index.
+    pub commit: Index,
+    /// The applied index.
+    pub applied: Index,
+    /// The last log index.
+    pub last_index: Index,
+    /// The last index the snapshot covers.
+    pub snapshot_index: Index,
+    /// The members.
+    pub members: Vec<MemberInfo>,
+    /// Bytes stored.
+    pub db_size_bytes: u64,
+    /// The quota.
+    pub quota_bytes: u64,
+}
+
+impl RaftLoop {
+    pub(super) fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Write { data, span, reply } => self.propose_write(data, span, reply),
+            Request::ReadIndex { reply } => self.read_batch.push(reply),
+            Request::AddMember { id, ctx, reply } => self.add_member(id, ctx, reply),
+            Request::RemoveMember { id, reply } => self.remove_member(id, reply),
+            Request::TransferLeader { target, reply } => self.transfer(target, reply),
+            Request::Status { reply } => {
+                let _ = reply.send(Ok(self.status_report()));
+            }
+            Request::LogEntry { index, reply } => {
+                let _ = reply.send(self.log_entry(index));
+            }
+            Request::StepDown { reply } => {
+                let result = if self.raft.soft_state().role == Role::Leader {
+                    let term = self.raft.term();
+                    self.raft.step_down();
+                    info!(term, "stepped down on request (Fault API)");
+                    Ok(format!(
+                        "node {} stepped down from leading term {term}",
+                        self.settings.id
+                    ))
+                } else {
+                    Err(NodeError::FailedPrecondition(format!(
+                        "node {} is not the leader",
+                        self.settings.id
+                    )))
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The error for a request the core refused.
+    fn core_error(&self, e: reinado_raft::Error) -> NodeError {
+        match e {
+            reinado_raft::Error::NotLeader { leader: Some(id) } => NodeError::NotLeader {
+                id,
+                addr: self.announced_client.get(&id).cloned().unwrap_or_default(),
+            },
+            reinado_raft::Error::NotLeader { leader: None } => NodeError::NoLeader,
+            reinado_raft::Error::TransferInProgress(to) => {
+                NodeError::Unavailable(format!("leadership is being handed to node {to}; retry"))
+            }
+            reinado_raft::Error::ConfChangePending(index) => NodeError::Unavailable(format!(
+                "another membership change (log index {index}) is in progress; retry"
+            )),
+            reinado_raft::Error::InvalidConfChange(why) => NodeError::FailedPrecondition(why),
+            other => NodeError::FailedPrecondition(other.to_string()),
+        }
+    }
+
+    fn propose_write(&mut self, data: Vec<u8>, span: tracing::Span, reply: Reply<WriteOutcome>) {
+        match self.raft.propose(data) {
+            Ok((index, term)) => {
+                let commit_span = info_span!(parent: &span, "raft.commit", index, term);
+                let pending = PendingWrite {
+                    term,
+                    reply,
+                    commit_span,
+                    request_span: span,
+                };
+                if let Some(old) = self.writes.insert(index, pending) {
+                    let _ = old.reply.send(Err(NodeError::LeadershipLost));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.core_error(e)));
+            }
+        }
+    }
+
+    fn add_member(&mut self, id: NodeId, ctx: MemberContext, reply: Reply<Vec<MemberInfo>>) {
+        if self.raft.conf().contains(id) {
+            let known = self
+                .state
+                .read()
+                .expect("state lock")
+                .members()
+                .get(&id)
+                .cloned();
+            let result = match known {
+                Some(k) if k.peer_addr == ctx.peer_addr => Ok(self.members()),
+                Some(k) => Err(NodeError::FailedPrecondition(format!(
+                    "node {id} is already a member, at {}",
+                    k.peer_addr
+                ))),
+                None => Ok(self.members()),
+            };
+            let _ = reply.send(result);
+            return;
+        }
+        let cc = ConfChange {
+            kind: ConfChangeKind::AddLearner,
+            node_id: id,
+            context: ctx.encode_to_vec(),
+        };
+        self.propose_member_change(cc, reply);
+    }
+
+    fn remove_member(&mut self, id: NodeId, reply: Reply<Vec<MemberInfo>>) {
+        if !self.raft.conf().contains(id) {
+            let err = NodeError::NotFound(format!("node {id} is not a member"));
+            let _ = reply.send(Err(err));
+            return;
+        }
+        let cc = ConfChange {
+            kind: ConfChangeKind::Remove,
+            node_id: id,
+            context: Vec::new(),
+        };
+        self.propose_member_change(cc, reply);
+    }
+
+    fn propose_member_change(&mut self, cc: ConfChange, reply: Reply<Vec<MemberInfo>>) {
+        let (kind, node) = (cc.kind, cc.node_id);
+        match self.raft.propose_conf_change(cc) {
+            Ok((index, term)) => {
+                info!(?kind, node, index, "membership change proposed");
+                self.conf_waiters.insert(index, (term, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.core_error(e)));
+            }
+        }
+    }
+
+    pub(super) fn answer_conf_change(&mut self, index: Index, term: Term) {
+        let Some((proposed_in, reply)) = self.conf_waiters.remove(&index) else {
+            return;
+        };
+        let result = if proposed_in == term {
+            Ok(self.members())
+        } else {
+            Err(NodeError::LeadershipLost)
+        };
+        let _ = reply.send(result);
+    }
+
+    /// A leader promotes a learner that caught up, unless it was added to stay a learner. One change at a
+    /// time: the core refuses a second while one is pending.
+    pub(super) fn maybe_promote(&mut self) {
+        if self.raft.soft_state().role != Role::Leader || self.raft.conf().learners.is_empty() {
+            return;
+        }
+        let last = self.raft.last_index();
+        let status = self.raft.status();
+        let members = self.state.read().expect("state lock").members().clone();
+        let ready = status.peers.iter().find(|p| {
+            !p.voter
+                && p.match_index + PROMOTE_MAX_LAG >= last
+                && members.get(&p.id).is_some_and(|ctx| !ctx.stay_learner)
+        });
+        if let Some(p) = ready {
+            let ctx = members.get(&p.id).cloned().unwrap_or_default();
+            let cc = ConfChange {
+                kind: ConfChangeKind::AddVoter,
+                node_id: p.id,
+                context: ctx.encode_to_vec(),
+            };
+            if let Ok((index, _)) = self.raft.propose_conf_change(cc) {
+                info!(
+                    node = p.id,
+                    index, "learner caught up: promoting it to voter"
+                );
+            }
+        }
+    }
+
+    fn transfer(&mut self, target: Option<NodeId>, reply: Reply<NodeId>) {
+        let me = self.settings.id;
+        if self.raft.soft_state().role != Role::Leader {
+            let leader = self.raft.soft_state().leader;
+            let err = self.core_error(reinado_raft::Error::NotLeader { leader });
+            let _ = reply.send(Err(err));
+            return;
+        }
+        let Some(target) = target.or_else(|| self.most_caught_up_voter()) else {
+            let err = NodeError::FailedPrecondition(
+                "there is no other voter to hand leadership to".into(),
+            );
+            let _ = reply.send(Err(err));
+            return;
+        };
+        if target == me {
+            let _ = reply.send(Ok(me));
+            return;
+        }
+        match self.raft.transfer_leader(target) {
+            Ok(()) => {
+                info!(target, "transferring leadership");
+                let deadline = Instant::now() + 2 * self.settings.election_timeout;
+                self.transfers.push((target, deadline, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.core_error(e)));
+            }
+        }
+    }
+
+    /// Answers the transfers waiting for `leader`.
+    pub(super) fn complete_transfers(&mut self, leader: Option<NodeId>) {
+        let Some(leader) = leader else { return };
+        for (target, _, reply) in self.transfers.drain(..) {
+            let result = if leader == target {
+                Ok(leader)
+            } else {
+                Err(NodeError::FailedPrecondition(format!(
+                    "leadership went to node {leader}, not {target}"
+                )))
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    pub(super) fn expire_transfers(&mut self) {
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) = self
+            .transfers
+            .drain(..)
+            .partition(|(_, deadline, _)| now >= *deadline);
+        self.transfers = waiting;
+        for (_, _, reply) in expired {
+            let _ = reply.send(Err(NodeError::Timeout("the leadership transfer")));
+        }
+    }
+
+    /// The voter (other than this node) with the highest match index among those recently heard from.
+    pub(super) fn most_caught_up_voter(&self) -> Option<NodeId> {
+        self.raft
+            .status()
+            .peers
+            .into_iter()
+            .filter(|p| p.voter && p.id != self.settings.id && p.recent_active)
+            .max_by_key(|p| p.match_index)
+            .map(|p| p.id)
+    }
+
+    /// The members with their addresses and, on a leader, their progress.
+    fn members(&self) -> Vec<MemberInfo> {
+        let status = self.raft.status();
+        let sm = self.state.read().expect("state lock");
+        let conf = &status.conf;
+        conf.members()
+            .map(|id| {
+                let recorded = sm.members().get(&id).cloned().unwrap_or_default();
+                let peer_addr = self
+                    .announced_peer
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| self.settings.bootstrap_peers.get(&id).cloned())
+                    .unwrap_or(recorded.peer_addr);
+                let client_addr = self
+                    .announced_client
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or(recorded.client_addr);
+                let mut info = MemberInfo {
+                    id,
+                    peer_addr,
+                    client_addr,
+                    voter: conf.is_voter(id),
+                    ..MemberInfo::default()
+                };
+                if status.role == Role::Leader {
+                    if id == self.settings.id {
+                        info.match_index = status.last_index;
+                        info.active = true;
+                    } else if let Some(p) = status.peers.iter().find(|p| p.id == id) {
+                        info.match_index = p.match_index;
+                        info.lag = status.last_index.saturating_sub(p.match_index);
+                        info.active = p.recent_active;
+                    }
+                }
+                info
+            })
+            .collect()
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let status = self.raft.status();
+        let (db_size_bytes, quota_bytes) = {
+            let sm = self.state.read().expect("state lock");
+            (sm.size_bytes(), sm.quota_bytes())
+        };
+        StatusReport {
+            id: self.settings.id,
+            role: status.role,
+            member: status.conf.contains(self.settings.id),
+            learner: status.conf.learners.contains(&self.settings.id),
+            term: status.term,
+            leader: status.leader,
+            leader_addr: status
+                .leader
+                .and_then(|l| self.announced_client.get(&l).cloned())
+                .unwrap_or_default(),
+            commit: status.commit,
+            applied: status.applied,
+            last_index: status.last_index,
+            snapshot_index: status.snapshot_index,
+            members: self.members(),
+            db_size_bytes,
+            quota_bytes,
+        }
+    }
+
+    fn log_entry(&self, index: Index) -> Result<Entry, NodeError> {
+        let commit = self.raft.commit();
+        let snapshot = self.raft.snapshot().meta.index;
+        if index == 0 {
+            return Err(NodeError::InvalidArgument("log indexes start at 1".into()));
+        }
+        if index > commit {
+            return Err(NodeError::NotFound(format!(
+                "entry {index} is not committed yet (commit index {commit})"
+            )));
+        }
+        self.raft.entry(index).cloned().ok_or_else(|| {
+            NodeError::Compacted(format!(
+                "entry {index} was compacted into the snapshot at index {snapshot}"
+            ))
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! Starting and stopping a node: storage, the Raft core, the Raft loop, the two gRPC servers (peers on one
+//! port, clients on another), health, joining, and the orderly shutdown.
+
+use crate::api::{ApiParts, NodeApi};
+use crate::config::{Config, Start};
+use crate::raft_loop::{self, Parts, RaftLoop, Settings, View};
+use crate::state::StateMachine;
+use crate::transport::{self, Identity, Isolation, PeerService, Transport};
+use crate::wal::Wal;
+use anyhow::Context as _;
+use prost::Message as _;
+use reinado_client::channel::ChannelOptions;
+use reinado_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use reinado_proto::v1::MemberContext;
+use reinado_raft::{Raft, Restore, Role};
+use reinado_storage::{DiskStorage, Options, Recovered};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Server;
+use tracing::{error, info, warn};
+
+/// Peer messages waiting for the Raft loop before the peer server stops reading.
+const INBOX: usize = 4096;
+/// API requests waiting for the Raft loop before handlers wait.
+const REQUESTS: usize = 8192;
+
+/// How peers keep their connections alive. A peer that does not answer a ping within a second and a half is
+/// dropped, and the next message reconnects.
+const PEER_CHANNEL: ChannelOptions = ChannelOptions {
+    connect_timeout: Duration::from_secs(1),
+    keepalive_interval: Duration::from_millis(500),
+    keepalive_timeout: Duration::from_secs(1),
+};
+
+/// Runs a node until `shutdown` completes (or the disk fails), then stops it in order: health goes to
+/// NOT_SERVING, the client server drains, a leader hands leadership to a caught-up peer, the write-ahead log
+/// is flushed, and the peer server stops last.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::identity::check_or_claim(&cfg.data_dir, &cfg.cluster_id, cfg.node_id)?;
+    let raft_dir = cfg.data_dir.join("raft");
+    let (storage, recovered) = DiskStorage::open(&raft_dir, Options::default())
+        .with_context(|| format!("opening the storage in {}", raft_dir.display()))?;
+    let fresh = is_empty(&recovered);
+    let state = match &recovered.snapshot {
+        Some(s) => StateMachine::restore(&s.data, s.meta.index, cfg.state_limits)?,
+        None => StateMachine::new(cfg.state_limits),
+    };
+    let raft = core(&cfg, recovered, fresh)?;
+    info!(
+        node = cfg.node_id,
+        cluster = %cfg.cluster_id,
+        client = %cfg.client_listen,
+        peer = %cfg.peer_listen,
+        fresh,
+        "starting"
+    );
+
+    let client_listener = bind(cfg.client_listen, "REINADO_CLIENT_ADDR").await?;
+    let peer_listener = bind(cfg.peer_listen, "REINADO_PEER_ADDR").await?;
+
+    let identity = Identity {
+        cluster_id: cfg.cluster_id.clone(),
+        id: cfg.node_id,
+        client_addr: cfg.advertise_client_addr.clone(),
+        peer_addr: cfg.advertise_peer_addr.clone(),
+    };
+    let isolation = Arc::new(Isolation::default());
+    let state = Arc::new(RwLock::new(state));
+    let (inbox_tx, inbox) = mpsc::channel(INBOX);
+    let (requests_tx, requests) = mpsc::channel(REQUESTS);
+    let (applied_tx, applied) = watch::channel(raft.applied());
+    let (view_tx, view) = watch::channel(initial_view());
+    let (loop_stop_tx, loop_stop) = watch::channel(false);
+    let (client_stop_tx, client_stop) = watch::channel(false);
+
+    let settings = Settings {
+        id: cfg.node_id,
+        client_addr: cfg.advertise_client_addr.clone(),
+        tick: cfg.tick,
+        election_timeout: cfg.election_timeout(),
+        snapshot_entries: cfg.snapshot_entries,
+        request_timeout: cfg.limits.request_timeout,
+        shutdown_timeout: cfg.shutdown_timeout,
+        bootstrap_peers: match &cfg.start {
+            Start::Bootstrap(peers) => peers.clone(),
+            Start::Join(_) => BTreeMap::new(),
+        },
+    };
+    let parts = Parts {
+        wal: Wal::new(storage),
+        transport: Transport::new(identity.clone(), PEER_CHANNEL, isolation.clone()),
+        state: state.clone(),
+        applied: applied_tx,
+        view: view_tx,
+        inbox,
+        requests,
+        shutdown: loop_stop,
+    };
+    let (raft_loop, inputs) = RaftLoop::new(raft, settings, parts);
+    let mut loop_task = tokio::spawn(raft_loop.run(inputs));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(track_health(health.clone(), view.clone()));
+
+    let peer_service = PeerService::new(identity, inbox_tx, isolation.clone());
+    let peer_server = Server::builder()
+        .http2_keepalive_interval(Some(PEER_CHANNEL.keepalive_interval))
+        .http2_keepalive_timeout(Some(PEER_CHANNEL.keepalive_timeout))
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(peer_service)
+                .max_decoding_message_size(transport::MAX_PEER_MESSAGE_BYTES),
+        )
+        .serve_with_incoming(incoming(peer_listener));
+    let peer_task = tokio::spawn(peer_server);
+
+    let api = NodeApi::new(ApiParts {
+        id: cfg.node_id,
+        cluster_id: cfg.cluster_id.clone(),
+        requests: requests_tx,
+        state,
+        applied,
+        view,
+        limits: cfg.limits,
+        isolation,
+        fault_injection: cfg.fault_injection,
+        shutdown: client_stop.clone(),
+    });
+    let client_server = Server::builder()
+        .trace_fn(reinado_client::telemetry::server_span)
+        .concurrency_limit_per_connection(cfg.max_concurrent_requests)
+        .http2_keepalive_interval(Some(Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(2)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(api.kv_service())
+        .add_service(api.pipeline_service())
+        .add_service(api.cluster_service())
+        .add_service(api.fault_service())
+        .serve_with_incoming_shutdown(incoming(client_listener), stopped(client_stop));
+    let mut client_task = tokio::spawn(client_server);
+
+    if let (true, Start::Join(target)) = (fresh, &cfg.start) {
+        let joiner = crate::join::Joiner {
+            cluster_id: cfg.cluster_id.clone(),
+            id: cfg.node_id,
+            peer_addr: cfg.advertise_peer_addr.clone(),
+            client_addr: cfg.advertise_client_addr.clone(),
+        };
+        tokio::spawn(join_or_exit(target.clone(), joiner));
+    }
+
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        result = &mut loop_task => Some(result),
+        result = &mut client_task => {
+            error!("the client server stopped: {result:?}");
+            None
+        }
+    };
+    if let Some(result) = failed {
+        let result = result.context("the Raft loop panicked")?;
+        raft_loop::report(&result);
+        result?;
+        return Ok(());
+    }
+
+    info!("shutting down: no longer serving clients");
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health_task.abort();
+    health
+        .set_not_serving::<reinado_proto::v1::kv_server::KvServer<NodeApi>>()
+        .await;
+    let _ = client_stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), &mut client_task)
+        .await
+        .is_err()
+    {
+        warn!("client requests still running after 2 s: dropping them");
+        client_task.abort();
+    }
+    let _ = loop_stop_tx.send(true);
+    let result = loop_task.await.context("the Raft loop panicked")?;
+    raft_loop::report(&result);
+    // Peers' streams never end by themselves: stop serving them without waiting for them to close.
+    peer_task.abort();
+    info!("stopped");
+    Ok(result?)
+}
+
+/// True if storage holds nothing: a node that never ran.
+fn is_empty(r: &Recovered) -> bool {
+    r.hard_state == Default::default() && r.snapshot.is_none() && r.entries.is_empty()
+}
+
+/// The Raft core: restored from storage, or bootstrapped, or empty and waiting to be added (join).
+fn core(cfg: &Config, recovered: Recovered, fresh: bool) -> anyhow::Result<Raft> {
+    let raft_cfg = reinado_raft::Config {
+        election_ticks: cfg.election_ticks,
+        heartbeat_ticks: 1,
+        seed: rand::random(),
+        ..reinado_raft::Config::new(cfg.node_id)
+    };
+    let raft = match (&cfg.start, fresh) {
+        (Start::Bootstrap(peers), true) => {
+            // Every initial member writes the same entries: the peer addresses from REINADO_PEERS only.
+            let members: Vec<_> = peers
+                .iter()
+                .map(|(&id, addr)| {
+                    let ctx = MemberContext {
+                        peer_addr: addr.clone(),
+                        ..MemberContext::default()
+                    };
+                    (id, ctx.encode_to_vec())
+                })
+                .collect();
+            Raft::bootstrap_with_context(raft_cfg, &members)?
+        }
+        (Start::Join(_), true) => Raft::new(raft_cfg, Restore::default())?,
+        (_, false) => Raft::new(
+            raft_cfg,
+            Restore {
+                hard_state: recovered.hard_state,
+                snapshot: recovered.snapshot,
+                entries: recovered.entries,
+            },
+        )?,
+    };
+    Ok(raft)
+}
+
+async fn bind(addr: std::net::SocketAddr, var: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({var})"))
+}
+
+fn initial_view() -> View {
+    View {
+        role: Role::Follower,
+        term: 0,
+        leader: None,
+        leader_addr: String::new(),
+        member: false,
+        serving: false,
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps the Kv service's health in step with the node's view: serving only while it knows a leader of the
+/// current term and has caught up with it.
+async fn track_health(
+    health: tonic_health::server::HealthReporter,
+    mut view: watch::Receiver<View>,
+) {
+    use reinado_proto::v1::kv_server::KvServer;
+    let mut serving = None;
+    loop {
+        let now = view.borrow_and_update().serving;
+        if serving != Some(now) {
+            if now {
+                health.set_serving::<KvServer<NodeApi>>().await;
+            } else {
+                health.set_not_serving::<KvServer<NodeApi>>().await;
+            }
+            serving = Some(now);
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn join_or_exit(target: String, joiner: crate::join::Joiner) {
+    if let Err(e) = crate::join::join(target, joiner).await {
+        error!("cannot join the cluster: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC frames must not wait for the peer's delayed
+/// ACK (about 40 ms per round trip otherwise). `Server::tcp_nodelay` covers only sockets tonic binds itself.
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}

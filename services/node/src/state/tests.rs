@@ -1,0 +1,412 @@
+use super::*;
+use reinado_proto::v1::{RequestId, TxnDelete, TxnPut, TxnRequest};
+
+fn entry(index: Index, cmd: &Command) -> Entry {
+    Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Normal,
+        data: cmd.encode_to_vec(),
+    }
+}
+
+fn put(key: &str, value: &str) -> Option<command::Op> {
+    Some(command::Op::Put(TxnPut {
+        key: key.into(),
+        value: value.into(),
+    }))
+}
+
+fn del(key: &str) -> Option<command::Op> {
+    Some(command::Op::Delete(TxnDelete { key: key.into() }))
+}
+
+fn cmd(op: Option<command::Op>, id: Option<(u64, u64, u64)>, time_ms: u64) -> Command {
+    Command {
+        request_id: id.map(|(client_id, seq, acked)| RequestId {
+            client_id,
+            seq,
+            acked,
+        }),
+        time_ms,
+        op,
+    }
+}
+
+/// Applies `cmds` from index `sm.applied() + 1` on; returns their outcomes.
+fn apply_all(sm: &mut StateMachine, cmds: &[Command]) -> Vec<WriteOutcome> {
+    cmds.iter()
+        .map(|c| {
+            let index = sm.applied() + 1;
+            sm.apply(&entry(index, c))
+                .expect("a command has an outcome")
+        })
+        .collect()
+}
+
+fn value(sm: &StateMachine, key: &str) -> Option<String> {
+    sm.get(key.as_bytes())
+        .map(|kv| String::from_utf8(kv.value).unwrap())
+}
+
+#[test]
+fn puts_and_deletes_keep_revisions_and_versions() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("a", "1"), None, 0),
+            cmd(put("a", "2"), None, 0),
+            cmd(put("b", "x"), None, 0),
+        ],
+    );
+    let a = sm.get(b"a").unwrap();
+    assert_eq!(
+        (a.create_revision, a.mod_revision, a.version),
+        (1, 2, 2),
+        "a was created at 1 and changed at 2"
+    );
+    assert_eq!(sm.size_bytes(), 4);
+    let out = apply_all(&mut sm, &[cmd(del("a"), None, 0), cmd(del("zz"), None, 0)]);
+    assert!(out[0].deleted && !out[1].deleted);
+    assert_eq!(out[1].revision, 5);
+    assert_eq!(sm.get(b"a"), None);
+    assert_eq!(sm.size_bytes(), 2);
+    // Recreated keys start a new life.
+    apply_all(&mut sm, &[cmd(put("a", "3"), None, 0)]);
+    let a = sm.get(b"a").unwrap();
+    assert_eq!((a.create_revision, a.version), (6, 1));
+}
+
+#[test]
+fn a_retried_write_applies_once_and_answers_its_first_outcome() {
+    let mut sm = StateMachine::new(Limits::default());
+    let first = cmd(put("k", "v1"), Some((7, 1, 0)), 10);
+    let out = apply_all(
+        &mut sm,
+        &[
+            first.clone(),
+            cmd(put("k", "v2"), Some((8, 1, 0)), 11),
+            first,
+        ],
+    );
+    assert_eq!(out[0], out[2], "the retry answers the first outcome");
+    assert_eq!(out[2].revision, 1);
+    assert_eq!(value(&sm, "k").as_deref(), Some("v2"), "not applied again");
+    assert_eq!(sm.get(b"k").unwrap().version, 2);
+}
+
+#[test]
+fn concurrent_requests_of_one_client_are_each_applied_once() {
+    let mut sm = StateMachine::new(Limits::default());
+    // Sequence numbers 1..=3 in flight at once, arriving out of order, each retried once.
+    let cmds: Vec<Command> = [3, 1, 2, 1, 3, 2]
+        .iter()
+        .map(|&seq| cmd(put(&format!("k{seq}"), "v"), Some((5, seq, 0)), 1))
+        .collect();
+    let out = apply_all(&mut sm, &cmds);
+    assert_eq!(out[1], out[3]);
+    assert_eq!(out[0], out[4]);
+    assert_eq!(out[2], out[5]);
+    for seq in 1..=3 {
+        assert_eq!(sm.get(format!("k{seq}").as_bytes()).unwrap().version, 1);
+    }
+}
+
+#[test]
+fn acknowledged_results_are_forgotten_and_their_late_retries_refused() {
+    let mut sm = StateMachine::new(Limits::default());
+    let stale = cmd(put("k", "old"), Some((5, 1, 0)), 1);
+    apply_all(
+        &mut sm,
+        &[stale.clone(), cmd(put("k", "new"), Some((5, 2, 2)), 2)],
+    );
+    assert_eq!(sm.sessions.map[&5].results.len(), 1, "result 1 was dropped");
+    let out = apply_all(&mut sm, &[stale]);
+    assert!(!out[0].refused.is_empty());
+    assert_eq!(value(&sm, "k").as_deref(), Some("new"));
+}
+
+#[test]
+fn sessions_expire_by_idle_time_and_by_count() {
+    let limits = Limits {
+        session_ttl_ms: 1000,
+        max_sessions: 2,
+        ..Limits::default()
+    };
+    let mut sm = StateMachine::new(limits);
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("a", "1"), Some((1, 1, 0)), 100),
+            cmd(put("a", "1"), Some((2, 1, 0)), 200),
+            cmd(put("a", "1"), Some((3, 1, 0)), 300),
+        ],
+    );
+    let clients: Vec<u64> = sm.sessions.map.keys().copied().collect();
+    assert_eq!(clients, [2, 3], "the least active session was evicted");
+    apply_all(&mut sm, &[cmd(put("a", "1"), Some((4, 1, 0)), 1250)]);
+    let clients: Vec<u64> = sm.sessions.map.keys().copied().collect();
+    assert_eq!(clients, [3, 4], "client 2 idled past the ttl");
+    assert_eq!(sm.sessions.by_activity.len(), 2);
+}
+
+#[test]
+fn the_quota_refuses_growth_but_not_deletes_or_shrinking() {
+    let limits = Limits {
+        quota_bytes: 10,
+        ..Limits::default()
+    };
+    let mut sm = StateMachine::new(limits);
+    let out = apply_all(
+        &mut sm,
+        &[
+            cmd(put("k", "123456789"), None, 0),
+            cmd(put("j", "1"), None, 0),
+            cmd(put("k", "12"), None, 0),
+        ],
+    );
+    assert!(out[0].refused.is_empty());
+    assert!(out[1].refused.contains("quota"), "{:?}", out[1]);
+    assert!(out[2].refused.is_empty(), "shrinking a value is allowed");
+    assert_eq!(sm.get(b"j"), None);
+    let out = apply_all(&mut sm, &[cmd(del("k"), None, 0)]);
+    assert!(out[0].deleted);
+    assert_eq!(sm.size_bytes(), 0);
+}
+
+fn cas(key: &str, expected_version: u64, new: &str) -> Option<command::Op> {
+    Some(command::Op::Txn(TxnRequest {
+        compare: vec![Compare {
+            key: key.into(),
+            target: CompareTarget::Version as i32,
+            op: CompareOp::Equal as i32,
+            number: expected_version,
+            ..Compare::default()
+        }],
+        success: vec![TxnOp {
+            op: put(key, new).map(|op| match op {
+                command::Op::Put(p) => txn_op::Op::Put(p),
+                _ => unreachable!(),
+            }),
+        }],
+        failure: vec![],
+        request_id: None,
+    }))
+}
+
+#[test]
+fn a_transaction_applies_one_branch_atomically() {
+    let mut sm = StateMachine::new(Limits::default());
+    let out = apply_all(
+        &mut sm,
+        &[
+            cmd(cas("lock", 0, "me"), None, 0),
+            cmd(cas("lock", 0, "you"), None, 0),
+        ],
+    );
+    assert!(out[0].succeeded && !out[1].succeeded);
+    assert_eq!(value(&sm, "lock").as_deref(), Some("me"));
+}
+
+#[test]
+fn every_compare_target_and_op() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(&mut sm, &[cmd(put("k", "m"), None, 0)]);
+    let c = |target: CompareTarget, op: CompareOp, value: &str, number: u64, exists: bool| {
+        sm.compare(&Compare {
+            key: "k".into(),
+            target: target as i32,
+            op: op as i32,
+            value: value.into(),
+            number,
+            exists,
+        })
+    };
+    use CompareOp::*;
+    use CompareTarget::*;
+    assert!(c(Value, Equal, "m", 0, false));
+    assert!(c(Value, Less, "n", 0, false));
+    assert!(c(Value, Greater, "a", 0, false));
+    assert!(c(Value, NotEqual, "a", 0, false));
+    assert!(c(Version, Equal, "", 1, false));
+    assert!(c(CreateRevision, Equal, "", 1, false));
+    assert!(c(ModRevision, Less, "", 2, false));
+    assert!(c(Exists, Equal, "", 0, true));
+    assert!(!c(Exists, Equal, "", 0, false));
+    assert!(!c(CompareTarget::Unspecified, Equal, "", 0, false));
+    let missing = Compare {
+        key: "nope".into(),
+        target: Value as i32,
+        op: NotEqual as i32,
+        ..Compare::default()
+    };
+    assert!(
+        !sm.compare(&missing),
+        "a missing key fails value comparisons"
+    );
+}
+
+#[test]
+fn range_respects_bounds_limit_and_keys_only() {
+    let mut sm = StateMachine::new(Limits::default());
+    let cmds: Vec<Command> = ["a", "b1", "b2", "b3", "c"]
+        .iter()
+        .map(|k| cmd(put(k, "v"), None, 0))
+        .collect();
+    apply_all(&mut sm, &cmds);
+    let q = RangeQuery {
+        start: b"b".to_vec(),
+        end: Some(b"c".to_vec()),
+        limit: 2,
+        keys_only: true,
+        max_bytes: 1 << 20,
+    };
+    let (kvs, more) = sm.range(&q);
+    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [b"b1".as_slice(), b"b2"]);
+    assert!(more);
+    assert!(kvs.iter().all(|kv| kv.value.is_empty()));
+    let (kvs, more) = sm.range(&RangeQuery {
+        limit: 10,
+        end: None,
+        ..q
+    });
+    assert_eq!(kvs.len(), 4);
+    assert!(!more);
+    // The byte cap: each key and value is 3 bytes; a cap of 5 stops after the second key.
+    let (kvs, more) = sm.range(&RangeQuery {
+        start: Vec::new(),
+        end: None,
+        limit: 10,
+        keys_only: false,
+        max_bytes: 5,
+    });
+    assert_eq!((kvs.len(), more), (2, true));
+}
+
+#[test]
+fn history_serves_watches_and_reports_compaction() {
+    let limits = Limits {
+        history_bytes: 200,
+        ..Limits::default()
+    };
+    let mut sm = StateMachine::new(limits);
+    let all = KeyFilter {
+        key: Vec::new(),
+        prefix: true,
+    };
+    apply_all(
+        &mut sm,
+        &[cmd(put("a", "1"), None, 0), cmd(del("a"), None, 0)],
+    );
+    let (events, next) = sm.events_since(1, &all, 100).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].r#type, EventType::Delete as i32);
+    assert_eq!(next, 3);
+    // Each event costs about 50 bytes: after ten more, the first ones are gone.
+    let cmds: Vec<Command> = (0..10)
+        .map(|i| cmd(put(&format!("k{i}"), "v"), None, 0))
+        .collect();
+    apply_all(&mut sm, &cmds);
+    let err = sm.events_since(1, &all, 100).unwrap_err();
+    assert!(err.first_available > 1);
+    let (events, next) = sm.events_since(err.first_available, &all, 100).unwrap();
+    assert_eq!(next, 13);
+    assert_eq!(events.len() as u64, 13 - err.first_available);
+    let only_k9 = KeyFilter {
+        key: b"k9".to_vec(),
+        prefix: false,
+    };
+    let (events, _) = sm.events_since(err.first_available, &only_k9, 100).unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn watch_batches_end_on_revision_boundaries() {
+    let mut sm = StateMachine::new(Limits::default());
+    let both = Some(command::Op::Txn(TxnRequest {
+        success: ["x", "y"]
+            .iter()
+            .map(|k| TxnOp {
+                op: Some(txn_op::Op::Put(TxnPut {
+                    key: (*k).into(),
+                    value: "v".into(),
+                })),
+            })
+            .collect(),
+        ..TxnRequest::default()
+    }));
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("w", "1"), None, 0),
+            cmd(both, None, 0),
+            cmd(put("z", "1"), None, 0),
+        ],
+    );
+    let all = KeyFilter {
+        key: Vec::new(),
+        prefix: true,
+    };
+    let (events, next) = sm.events_since(1, &all, 2).unwrap();
+    assert_eq!(events.len(), 3, "revision 2's two events stay together");
+    assert_eq!(next, 3);
+    let (events, next) = sm.events_since(next, &all, 2).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(next, 4);
+}
+
+#[test]
+fn a_snapshot_restores_the_same_state() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("a", "1"), Some((9, 1, 0)), 50),
+            cmd(put("b", "2"), Some((9, 2, 1)), 60),
+        ],
+    );
+    sm.apply(&Entry {
+        term: 1,
+        index: 3,
+        kind: EntryKind::ConfChange,
+        data: ConfChange {
+            kind: ConfChangeKind::AddLearner,
+            node_id: 4,
+            context: MemberContext {
+                peer_addr: "n4:7071".into(),
+                client_addr: "n4:7070".into(),
+                stay_learner: false,
+            }
+            .encode_to_vec(),
+        }
+        .encode(),
+    });
+    let image = sm.snapshot();
+    let restored = StateMachine::restore(&image, sm.applied(), Limits::default()).unwrap();
+    assert_eq!(restored.kvs, sm.kvs);
+    assert_eq!(restored.sessions, sm.sessions);
+    assert_eq!(restored.members, sm.members);
+    assert_eq!(restored.clock_ms, 60);
+    assert_eq!(restored.size_bytes(), sm.size_bytes());
+    assert_eq!(restored.snapshot(), image);
+    assert_eq!(restored.members()[&4].client_addr, "n4:7070");
+    assert!(StateMachine::restore(b"\xff\xff", 1, Limits::default()).is_err());
+}
+
+#[test]
+fn undecodable_and_empty_entries_change_nothing() {
+    let mut sm = StateMachine::new(Limits::default());
+    for (index, data) in [(1, vec![]), (2, vec![0xff, 0x01, 0x02])] {
+        let out = sm.apply(&Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data,
+        });
+        assert_eq!(out, None);
+    }
+    assert_eq!(sm.applied(), 2);
+    assert_eq!(sm.size_bytes(), 0);
+}

@@ -1,0 +1,22 @@
+//! # reinado-proxy: a stateless router in front of a Reinado cluster
+//!
+//! Serves the same client API as a node (Kv and Cluster), so a client cannot tell a proxy from a node except
+//! by speed and routing. Writes go to the leader, reads to serving followers (linearizable through the
+//! follower's ReadIndex unless the client asks for serializable), both retried across leader changes within
+//! the request's deadline, writes with their request id so they apply once. Any number of proxies can run
+//! side by side: they keep no state but what they learn from the nodes.
+//!
+//! ## Layout
+//! - [`config`]: configuration from `REINADO_*` environment variables.
+//! - [`topology`]: the nodes, their health and the leader, refreshed by a status poller.
+//! - [`pipeline`]: one stream per node carrying every Kv request for it, answered by id.
+//! - [`route`]: routing with retries, deadlines and redirects.
+//! - [`service`]: the Kv and Cluster services.
+//! - [`server`]: startup, health, shutdown.
+
+pub mod config;
+pub mod pipeline;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod topology;

@@ -1,0 +1,184 @@
+//! Routing with retries. Writes go to the leader; reads to a serving follower (falling back to the leader,
+//! then to any node). A failed attempt is retried within the request's deadline with a capped pause: at
+//! once on the leader a redirect names, after the next status round when the leader failed. Writes keep their
+//! request id across attempts, so a write retried after a lost answer is applied once.
+//!
+//! Routing decisions go on the request's span: `route.node` (who answered), `route.attempts`, and an event
+//! per retry or leader change.
+
+use crate::topology::{NodeState, Topology};
+use reinado_client::error::{Next, classify};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::Status;
+use tracing::info;
+
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// Routes requests over the topology.
+#[derive(Clone)]
+pub struct Router {
+    topo: Arc<Topology>,
+    request_timeout: Duration,
+    attempt_timeout: Duration,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The leader.
+    Leader,
+    /// A serving follower if any.
+    Reader,
+}
+
+impl Router {
+    /// A router over `topo`.
+    pub fn new(
+        topo: Arc<Topology>,
+        request_timeout: Duration,
+        attempt_timeout: Duration,
+    ) -> Router {
+        Router {
+            topo,
+            request_timeout,
+            attempt_timeout,
+        }
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topo
+    }
+
+    /// When a request must be answered: the proxy's request timeout, or the client's `grpc-timeout` if shorter.
+    pub fn deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
+        let client = metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let budget = client.map_or(self.request_timeout, |c| c.min(self.request_timeout));
+        Instant::now() + budget
+    }
+
+    /// Runs `call` on `target` until it succeeds, fails for good, or `deadline` passes.
+    pub async fn run<T, F, Fut>(
+        &self,
+        target: Target,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(NodeState, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let span = tracing::Span::current();
+        let mut pause = Duration::from_millis(5);
+        let mut failed: Vec<String> = Vec::new();
+        let mut last: Option<Status> = None;
+        for attempt in 1u32.. {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let node = match target {
+                Target::Leader => self.topo.leader().map(|(_, n)| n),
+                Target::Reader => self.topo.reader(&failed),
+            };
+            let Some(node) = node else {
+                info!(
+                    attempt,
+                    "no node to send to yet: waiting for the next status round"
+                );
+                self.topo
+                    .wait_leader_change(left.min(Duration::from_millis(250)))
+                    .await;
+                if failed.len() >= self.topo.addrs().len() {
+                    failed.clear();
+                }
+                continue;
+            };
+            span.record("route.node", node.id);
+            span.record("route.attempts", attempt);
+            let budget = self.attempt_timeout.min(left);
+            node.outstanding.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::time::timeout(budget, call(node.clone(), budget)).await;
+            node.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let status = match result {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "node {} did not answer in {budget:?}",
+                    node.id
+                )),
+            };
+            match classify(&status) {
+                Next::Fail => return Err(status),
+                Next::Redirect(addr) if !addr.is_empty() => {
+                    info!(from = node.id, leader = %addr, "redirected: the leader changed");
+                    self.topo.leader_hint(&addr);
+                    last = Some(status);
+                    continue;
+                }
+                Next::Redirect(_) | Next::Retry => {
+                    info!(node = node.id, attempt, error = %status.message(), "attempt failed: retrying");
+                    if target == Target::Leader {
+                        self.topo.leader_failed(&node.addr);
+                    } else {
+                        failed.push(node.addr.clone());
+                    }
+                }
+            }
+            last = Some(status);
+            if Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+        Err(match last {
+            Some(s) if s.code() == tonic::Code::Unavailable => s,
+            Some(s) => Status::unavailable(format!(
+                "no node could serve the request in time; last error: {}",
+                s.message()
+            )),
+            None => Status::unavailable(
+                "no leader yet: the cluster is electing one (or no node is reachable); retry",
+            ),
+        })
+    }
+}
+
+/// Parses a gRPC timeout header value (`<digits><unit>`, unit one of H M S m u n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5q"), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! The fault mix of a run, drawn from its seed: each seed explores a different blend of message loss,
+//! duplication, delay, partitions, crashes, membership changes, leadership transfers and snapshots.
+
+use reinado_raft::Rng;
+
+/// Which family of fault mixes a run draws from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Every probability drawn from the seed (swarm testing).
+    #[default]
+    Swarm,
+    /// [`FaultMix::leader_churn`].
+    LeaderChurn,
+}
+
+/// A fault the simulator injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A random live node crashes, losing what it had not fsynced.
+    Crash,
+    /// The leader crashes.
+    CrashLeader,
+    /// One node is cut off from all others, both ways.
+    Isolate,
+    /// The nodes are split into two sides.
+    Split,
+    /// Messages from one node to another are dropped (one way only).
+    OneWay,
+    /// The leader hands leadership to a random voter.
+    Transfer,
+    /// A voter is removed, or a learner added (and promoted once caught up).
+    Membership,
+    /// The leader steps down without a successor.
+    StepDown,
+}
+
+impl Fault {
+    /// Every fault, in the order of [`FaultMix::weights`].
+    pub const ALL: [Fault; 8] = [
+        Fault::Crash,
+        Fault::CrashLeader,
+        Fault::Isolate,
+        Fault::Split,
+        Fault::OneWay,
+        Fault::Transfer,
+        Fault::Membership,
+        Fault::StepDown,
+    ];
+
+    /// The fault's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::CrashLeader => "crash-leader",
+            Fault::Isolate => "isolate",
+            Fault::Split => "split",
+            Fault::OneWay => "one-way",
+            Fault::Transfer => "transfer",
+            Fault::Membership => "membership",
+            Fault::StepDown => "step-down",
+        }
+    }
+}
+
+/// Probabilities and intervals for one run.
+#[derive(Clone, Debug)]
+pub struct FaultMix {
+    /// Probability that a message is lost.
+    pub drop: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a message is slow (which reorders it).
+    pub slow: f64,
+    /// The longest delay of a slow message.
+    pub slow_max_ms: u64,
+    /// The longest time an fsync takes.
+    pub fsync_max_ms: u64,
+    /// Mean time between two faults.
+    pub fault_interval_ms: u64,
+    /// Relative weight of each fault in [`Fault::ALL`].
+    pub weights: [u64; 8],
+    /// The longest a crashed node stays down.
+    pub max_down_ms: u64,
+    /// The longest a partition lasts.
+    pub max_partition_ms: u64,
+    /// Nodes take a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// The most bytes of entries in one append: sometimes a single entry per message, so that a leader's
+    /// entries reach followers piecemeal.
+    pub max_append_bytes: usize,
+    /// Probability that a newly elected leader crashes within a few milliseconds (leader flapping), which
+    /// explores the window between a new leader's first commits and its no-op reaching a quorum.
+    pub crash_new_leader: f64,
+    /// The most appends in flight to one peer (1 turns pipelining off).
+    pub max_inflight: usize,
+}
+
+impl FaultMix {
+    /// Draws a mix: a few seeds are calm, most are rough.
+    pub fn draw(rng: &mut Rng) -> FaultMix {
+        let pct = |rng: &mut Rng, max: u64| rng.range(0, max + 1) as f64 / 100.0;
+        let mut weights = [0; 8];
+        for w in weights.iter_mut() {
+            *w = rng.range(0, 5);
+        }
+        weights[0] += 1;
+        FaultMix {
+            drop: pct(rng, 10),
+            duplicate: pct(rng, 5),
+            slow: pct(rng, 10),
+            slow_max_ms: rng.range(20, 120),
+            fsync_max_ms: rng.range(0, 6),
+            fault_interval_ms: rng.range(100, 800),
+            weights,
+            max_down_ms: rng.range(50, 1_500),
+            max_partition_ms: rng.range(150, 1_500),
+            snapshot_every: rng.range(8, 80),
+            clients: rng.range(2, 7),
+            max_append_bytes: [1, 256, 4096][rng.range(0, 3) as usize],
+            crash_new_leader: pct(rng, 30),
+            max_inflight: [1, 8, 64][rng.range(0, 3) as usize],
+        }
+    }
+
+    /// A mix concentrated on leader churn: leaders crash or are cut off soon after election, nothing is
+    /// pipelined and each append carries one entry. It exposes bugs that need a new leader to fail in the
+    /// middle of catching a follower up (the Figure 8 scenario of §5.4.2).
+    pub fn leader_churn(rng: &mut Rng) -> FaultMix {
+        FaultMix {
+            weights: [1, 4, 4, 1, 0, 1, 0, 1],
+            drop: 0.05,
+            duplicate: 0.01,
+            fault_interval_ms: rng.range(100, 300),
+            max_inflight: 1,
+            max_append_bytes: 1,
+            crash_new_leader: 0.5,
+            ..FaultMix::draw(rng)
+        }
+    }
+
+    /// Picks a fault by weight.
+    pub fn pick_fault(&self, rng: &mut Rng) -> Fault {
+        let total: u64 = self.weights.iter().sum();
+        let mut roll = rng.range(0, total);
+        for (&fault, &w) in Fault::ALL.iter().zip(&self.weights) {
+            if roll < w {
+                return fault;
+            }
+            roll -= w;
+        }
+        unreachable!("roll below the total weight")
+    }
+}

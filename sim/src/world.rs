@@ -1,0 +1,1037 @@
+//! The simulated world: an event queue in virtual milliseconds, a network that loses, duplicates, delays and
+//! partitions, nodes that crash and restart, an operator that changes membership and transfers leadership,
+//! and clients whose history is checked for linearizability. Everything is drawn from one seed.
+
+use crate::checker::{Checker, check_log_matching};
+use crate::faults::{Fault, FaultMix, Profile};
+use crate::kv::Command;
+use crate::linearizability::{self, KvOp, Operation};
+use crate::server::{Disk, Output, Request, Response, ServeOptions, Server};
+use reinado_raft::{Bugs, ConfChange, ConfChangeKind, Config, Message, NodeId, Raft, Rng, Role};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// Milliseconds between two ticks of a node (each node's clock runs a little fast or slow).
+const TICK_MS: u64 = 10;
+/// A client attempt with no answer after this long is retried elsewhere.
+const ATTEMPT_TIMEOUT_MS: u64 = 300;
+/// A client gives up on an operation after this long; its outcome is then unknown.
+const OP_DEADLINE_MS: u64 = 3_000;
+/// Keys the clients use: few, so that operations contend.
+const KEYS: u64 = 4;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed every random choice is drawn from.
+    pub seed: u64,
+    /// Virtual milliseconds of the safety phase (faults on).
+    pub safety_ms: u64,
+    /// The most virtual milliseconds the liveness phase may take to converge after healing.
+    pub liveness_ms: u64,
+    /// Print a readable trace of every event.
+    pub verbose: bool,
+    /// Deliberate protocol bugs in the core.
+    pub bugs: Bugs,
+    /// Deliberate bug in the nodes: serve reads locally without ReadIndex.
+    pub read_without_read_index: bool,
+    /// The family of fault mixes to draw from.
+    pub profile: Profile,
+}
+
+impl SimConfig {
+    /// The standard run for `seed`.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            safety_ms: 6_000,
+            liveness_ms: 8_000,
+            verbose: false,
+            bugs: Bugs::default(),
+            read_without_read_index: false,
+            profile: Profile::Swarm,
+        }
+    }
+}
+
+/// Measurements of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Ticks from losing a leader (crash or isolation) to the next leader being elected.
+    pub election_ticks: Vec<u64>,
+    /// Ticks from healing to a converged cluster.
+    pub recovery_ticks: Option<u64>,
+    /// Client operations acknowledged.
+    pub ops_ok: u64,
+    /// Client operations whose outcome stayed unknown.
+    pub ops_unknown: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Entries committed.
+    pub committed: u64,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The first violation found, if any.
+    pub violation: Option<String>,
+    /// Measurements.
+    pub stats: Stats,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(NodeId, u64),
+    Deliver(Message),
+    Synced(NodeId, u64),
+    ToNode(NodeId, Request),
+    ToClient(Request, Response),
+    AttemptTimeout(u64, u64),
+    ClientStart(u64),
+    Restart(NodeId),
+    Heal,
+    Fault,
+    Promote(NodeId),
+    CrashLeader(NodeId, u64),
+    Stop(NodeId),
+    CheckLogs,
+    CheckConverged,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct Node {
+    server: Option<Server>,
+    /// The disk of a crashed node.
+    disk: Disk,
+    /// Bumped at each restart, so the ticks and fsyncs of an earlier life are ignored.
+    incarnation: u64,
+    tick_ms: u64,
+    stopped: bool,
+}
+
+struct Client {
+    seq: u64,
+    leader_hint: Option<NodeId>,
+    /// The operation in flight: (request, index into the history, start time).
+    current: Option<(Request, usize, u64)>,
+}
+
+/// One simulation run.
+pub struct World {
+    cfg: SimConfig,
+    mix: FaultMix,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    logical: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: BTreeMap<NodeId, Node>,
+    next_node_id: NodeId,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    healed: bool,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    checker: Checker,
+    stats: Stats,
+    leaderless_since: Option<u64>,
+    violation: Option<String>,
+    converged: bool,
+}
+
+impl World {
+    /// Sets up a cluster of 3 or 5 bootstrapped voters and a few clients, all drawn from the seed.
+    pub fn new(cfg: SimConfig) -> World {
+        let mut rng = Rng::new(cfg.seed);
+        let mix = match cfg.profile {
+            Profile::Swarm => FaultMix::draw(&mut rng),
+            Profile::LeaderChurn => FaultMix::leader_churn(&mut rng),
+        };
+        let voters: Vec<NodeId> = (1..=if rng.range(0, 2) == 0 { 3 } else { 5 }).collect();
+        let mut world = World {
+            mix,
+            now: 0,
+            seq: 0,
+            logical: 0,
+            queue: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            next_node_id: voters.len() as NodeId + 1,
+            blocked: BTreeSet::new(),
+            healed: false,
+            clients: Vec::new(),
+            history: Vec::new(),
+            checker: Checker::default(),
+            stats: Stats::default(),
+            leaderless_since: Some(0),
+            violation: None,
+            converged: false,
+            rng,
+            cfg,
+        };
+        for &id in &voters {
+            let raft = Raft::bootstrap(world.raft_config(id), &voters).expect("valid bootstrap");
+            world.add_node(id, raft, Disk::default());
+        }
+        for c in 0..world.mix.clients {
+            world.clients.push(Client {
+                seq: 0,
+                leader_hint: None,
+                current: None,
+            });
+            let at = world.rng.range(0, 50);
+            world.schedule(at, Event::ClientStart(c));
+        }
+        let first_fault = world.mix.fault_interval_ms;
+        world.schedule(first_fault, Event::Fault);
+        world.schedule(100, Event::CheckLogs);
+        world.schedule(world.cfg.safety_ms, Event::Heal);
+        world
+    }
+
+    fn raft_config(&mut self, id: NodeId) -> Config {
+        let mut cfg = Config::new(id);
+        cfg.election_ticks = 10;
+        cfg.heartbeat_ticks = 2;
+        cfg.max_inflight = self.mix.max_inflight;
+        cfg.max_append_bytes = self.mix.max_append_bytes;
+        cfg.snapshot_chunk_bytes = 256;
+        cfg.seed = self.rng.next_u64();
+        cfg.bugs = self.cfg.bugs;
+        cfg
+    }
+
+    fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            snapshot_every: self.mix.snapshot_every,
+            read_without_read_index: self.cfg.read_without_read_index,
+        }
+    }
+
+    fn add_node(&mut self, id: NodeId, raft: Raft, disk: Disk) {
+        let tick_ms = TICK_MS - 1 + self.rng.range(0, 3);
+        let server = Server::start(raft, disk.clone(), self.serve_options());
+        self.nodes.insert(
+            id,
+            Node {
+                server: Some(server),
+                disk,
+                incarnation: 0,
+                tick_ms,
+                stopped: false,
+            },
+        );
+        let at = self.rng.range(1, tick_ms + 1);
+        self.schedule(at, Event::Tick(id, 0));
+    }
+
+    fn schedule(&mut self, after: u64, event: Event) {
+        self.seq += 1;
+        let at = self.now + after;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.cfg.verbose {
+            println!("{:>6}ms  {}", self.now, what());
+        }
+    }
+
+    fn fail(&mut self, violation: String) {
+        if self.violation.is_none() {
+            self.trace(|| format!("VIOLATION: {violation}"));
+            self.violation = Some(violation);
+        }
+    }
+
+    /// Runs both phases and the final checks.
+    pub fn run(mut self) -> Report {
+        let end = self.cfg.safety_ms + self.cfg.liveness_ms;
+        while let Some(Reverse(next)) = self.queue.pop() {
+            if self.violation.is_some() || self.converged || next.at > end {
+                break;
+            }
+            self.now = next.at;
+            self.handle(next.event);
+        }
+        if self.violation.is_none() && !self.converged {
+            let why = self.describe_cluster();
+            self.fail(format!(
+                "Liveness: the cluster did not converge within {} ms of healing: {why}",
+                self.cfg.liveness_ms
+            ));
+        }
+        if self.violation.is_none() {
+            self.check_history();
+        }
+        Report {
+            seed: self.cfg.seed,
+            violation: self.violation,
+            stats: self.stats,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
+            Event::Deliver(m) => self.on_deliver(m),
+            Event::Synced(id, incarnation) => {
+                self.with_server(id, Some(incarnation), |s, out| s.synced(out))
+            }
+            Event::ToNode(id, req) => self.with_server(id, None, |s, out| s.request(req, out)),
+            Event::ToClient(req, resp) => self.on_reply(req, resp),
+            Event::AttemptTimeout(client, attempt) => self.on_attempt_timeout(client, attempt),
+            Event::ClientStart(client) => self.start_op(client),
+            Event::Restart(id) => self.restart(id),
+            Event::Heal => self.heal(),
+            Event::Fault => self.inject_fault(),
+            Event::Promote(id) => self.promote(id),
+            Event::CrashLeader(id, term) => {
+                let leads = self.nodes[&id].server.as_ref().map(|s| s.raft.status());
+                if leads.is_some_and(|s| s.role == Role::Leader && s.term == term) {
+                    self.trace(|| format!("fault: n{id}, new leader of term {term}, crashes"));
+                    self.crash(id);
+                }
+            }
+            Event::Stop(id) => self.stop(id),
+            Event::CheckLogs => self.check_logs(),
+            Event::CheckConverged => self.check_converged(),
+        }
+    }
+
+    fn on_tick(&mut self, id: NodeId, incarnation: u64) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if node.incarnation != incarnation || node.server.is_none() {
+            return;
+        }
+        let tick_ms = node.tick_ms;
+        self.with_server(id, None, |s, out| {
+            s.raft.tick();
+            s.drive(out);
+        });
+        self.schedule(tick_ms, Event::Tick(id, incarnation));
+    }
+
+    fn on_deliver(&mut self, m: Message) {
+        if self.blocked.contains(&(m.from, m.to)) {
+            // A partition also loses what was in flight across it.
+            return;
+        }
+        let to = m.to;
+        self.trace(|| {
+            format!(
+                "n{} -> n{} {} (term {})",
+                m.from,
+                m.to,
+                describe(&m),
+                m.term
+            )
+        });
+        self.stats.messages += 1;
+        self.with_server(to, None, |s, out| {
+            s.raft.step(m);
+            s.drive(out);
+        });
+    }
+
+    /// Runs `f` on a live node, then routes what it produced.
+    fn with_server(
+        &mut self,
+        id: NodeId,
+        incarnation: Option<u64>,
+        f: impl FnOnce(&mut Server, &mut Output),
+    ) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if incarnation.is_some_and(|i| i != node.incarnation) {
+            return;
+        }
+        let Some(server) = node.server.as_mut() else {
+            return;
+        };
+        let mut out = Output::default();
+        f(server, &mut out);
+        let incarnation = node.incarnation;
+        self.route(id, incarnation, out);
+    }
+
+    fn route(&mut self, id: NodeId, incarnation: u64, out: Output) {
+        if let Some(term) = out.became_leader {
+            self.on_new_leader(id, term);
+        }
+        if let Some(index) = out.installed_snapshot {
+            self.trace(|| format!("n{id} installed a snapshot at {index}"));
+            self.checker.on_state_reset(id, index);
+        }
+        for (index, term, data) in &out.applied {
+            if let Err(v) = self.checker.on_applied(id, *index, *term, data) {
+                self.fail(v);
+            }
+        }
+        self.stats.committed = self.stats.committed.max(self.checker.max_committed());
+        for m in out.messages {
+            self.send(m);
+        }
+        for (req, resp) in out.replies {
+            let delay = self.rng.range(1, 4);
+            self.schedule(delay, Event::ToClient(req, resp));
+        }
+        if out.sync_needed {
+            let delay = self.rng.range(0, self.mix.fsync_max_ms + 1);
+            self.schedule(delay, Event::Synced(id, incarnation));
+        }
+    }
+
+    fn on_new_leader(&mut self, id: NodeId, term: u64) {
+        self.trace(|| format!("n{id} became leader of term {term}"));
+        let raft = &self.nodes[&id].server.as_ref().expect("live").raft;
+        if let Err(v) = self.checker.on_leader(id, term, raft) {
+            self.fail(v);
+        }
+        if let Some(since) = self.leaderless_since.take() {
+            self.stats.election_ticks.push((self.now - since) / TICK_MS);
+        }
+        if self.chance(self.mix.crash_new_leader) {
+            // Leader flapping: the new leader is cut off at once (its first appends are lost) or crashes soon.
+            if self.rng.range(0, 2) == 0 {
+                self.trace(|| {
+                    format!("fault: n{id}, new leader of term {term}, is isolated at once")
+                });
+                self.isolate(id);
+            }
+            let after = self.rng.range(1, 30);
+            self.schedule(after, Event::CrashLeader(id, term));
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        if self.blocked.contains(&(m.from, m.to)) || self.chance(self.mix.drop) {
+            return;
+        }
+        let copies = if self.chance(self.mix.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.chance(self.mix.slow) {
+                self.rng.range(10, self.mix.slow_max_ms + 1)
+            } else {
+                self.rng.range(1, 4)
+            };
+            self.schedule(delay, Event::Deliver(m.clone()));
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        if self.healed {
+            return false;
+        }
+        (self.rng.next_u64() % 1_000_000) < (p * 1_000_000.0) as u64
+    }
+
+    /// The node that leads the highest term, if any node is live and leading.
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft.status())))
+            .filter(|(_, s)| s.role == Role::Leader)
+            .max_by_key(|(_, s)| s.term)
+            .map(|(id, _)| id)
+    }
+
+    fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.server.is_some())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn pick(&mut self, ids: &[NodeId]) -> Option<NodeId> {
+        (!ids.is_empty()).then(|| ids[self.rng.range(0, ids.len() as u64) as usize])
+    }
+
+    // ---- clients ----
+
+    fn start_op(&mut self, c: u64) {
+        if self.healed {
+            return;
+        }
+        let client = &mut self.clients[c as usize];
+        client.seq += 1;
+        let seq = client.seq;
+        let key = self.rng.range(0, KEYS);
+        let value = (c + 1) << 32 | seq;
+        let op = match self.rng.range(0, 10) {
+            0..=3 => KvOp::Get { key },
+            4..=6 => KvOp::Put { key, value },
+            7 => KvOp::Delete { key },
+            _ => {
+                let expected = self.history.iter().rev().find_map(|o| match o.op {
+                    KvOp::Put { key: k, value } if k == key => Some(value),
+                    _ => None,
+                });
+                KvOp::Cas {
+                    key,
+                    expected,
+                    new: Some(value),
+                }
+            }
+        };
+        let req = Request {
+            cmd: Command { client: c, seq, op },
+            attempt: 0,
+        };
+        self.logical += 1;
+        self.history.push(Operation {
+            client: c,
+            call: self.logical,
+            ret: u64::MAX,
+            op,
+            output: None,
+        });
+        let index = self.history.len() - 1;
+        self.clients[c as usize].current = Some((req, index, self.now));
+        self.send_attempt(c, req);
+    }
+
+    fn send_attempt(&mut self, c: u64, req: Request) {
+        let live: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let hint = self.clients[c as usize].leader_hint;
+        let is_read = matches!(req.cmd.op, KvOp::Get { .. });
+        let target = match hint {
+            Some(h) if !is_read && self.rng.range(0, 4) != 0 => Some(h),
+            _ => self.pick(&live),
+        };
+        if let Some(target) = target {
+            let delay = self.rng.range(1, 4);
+            self.schedule(delay, Event::ToNode(target, req));
+        }
+        self.schedule(ATTEMPT_TIMEOUT_MS, Event::AttemptTimeout(c, req.attempt));
+    }
+
+    fn retry(&mut self, c: u64) {
+        let Some((req, index, started)) = self.clients[c as usize].current else {
+            return;
+        };
+        if self.now - started > OP_DEADLINE_MS {
+            self.trace(|| format!("client {c} gives up on {:?}: outcome unknown", req.cmd.op));
+            self.stats.ops_unknown += 1;
+            self.clients[c as usize].current = None;
+            let think = self.rng.range(0, 20);
+            self.schedule(think, Event::ClientStart(c));
+            return;
+        }
+        let next = Request {
+            attempt: req.attempt + 1,
+            ..req
+        };
+        self.clients[c as usize].current = Some((next, index, started));
+        self.send_attempt(c, next);
+    }
+
+    fn on_reply(&mut self, req: Request, resp: Response) {
+        let c = req.cmd.client;
+        let Some((current, index, _)) = self.clients[c as usize].current else {
+            return;
+        };
+        if current.attempt != req.attempt || current.cmd.seq != req.cmd.seq {
+            return;
+        }
+        match resp {
+            Response::Ok(output) => {
+                self.logical += 1;
+                self.history[index].ret = self.logical;
+                self.history[index].output = Some(output);
+                self.trace(|| format!("client {c}: {:?} -> {output:?}", req.cmd.op));
+                self.stats.ops_ok += 1;
+                self.clients[c as usize].current = None;
+                let think = self.rng.range(0, 20);
+                self.schedule(think, Event::ClientStart(c));
+            }
+            Response::NotLeader(hint) => {
+                self.clients[c as usize].leader_hint = hint;
+                self.retry(c);
+            }
+            Response::Retry => self.retry(c),
+        }
+    }
+
+    fn on_attempt_timeout(&mut self, c: u64, attempt: u64) {
+        let Some((current, _, _)) = self.clients[c as usize].current else {
+            return;
+        };
+        if current.attempt == attempt {
+            self.clients[c as usize].leader_hint = None;
+            self.retry(c);
+        }
+    }
+
+    fn check_history(&mut self) {
+        if let Err(e) = linearizability::check(&self.history) {
+            let text = match e {
+                linearizability::CheckError::NotLinearizable(v) => format!("Linearizability: {v}"),
+                linearizability::CheckError::Budget { key, steps } => {
+                    format!(
+                        "Linearizability: search budget of {steps} steps exhausted on key {key}"
+                    )
+                }
+            };
+            self.fail(text);
+        }
+    }
+
+    // ---- faults ----
+
+    fn inject_fault(&mut self) {
+        if self.healed {
+            return;
+        }
+        let interval = self.mix.fault_interval_ms;
+        let next = self.rng.range(interval / 2, interval * 3 / 2 + 1);
+        self.schedule(next, Event::Fault);
+        let fault = self.mix.pick_fault(&mut self.rng);
+        *self.stats.faults.entry(fault.name()).or_default() += 1;
+        match fault {
+            Fault::Crash => {
+                let live = self.live_ids();
+                if let Some(id) = self.pick(&live) {
+                    self.crash(id);
+                }
+            }
+            Fault::CrashLeader => {
+                if let Some(id) = self.leader() {
+                    self.crash(id);
+                }
+            }
+            Fault::Isolate => self.isolate_one(),
+            Fault::Split => self.split(),
+            Fault::OneWay => self.one_way(),
+            Fault::Transfer => self.transfer(),
+            Fault::Membership => self.change_membership(),
+            Fault::StepDown => {
+                if let Some(l) = self.leader() {
+                    self.trace(|| format!("fault: n{l} steps down"));
+                    self.leaderless_since.get_or_insert(self.now);
+                    self.with_server(l, None, |s, out| {
+                        s.raft.step_down();
+                        s.drive(out);
+                    });
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        if Some(id) == self.leader() {
+            self.leaderless_since.get_or_insert(self.now);
+        }
+        let node = self.nodes.get_mut(&id).expect("live");
+        let server = node.server.take().expect("live");
+        let unsynced = server.unsynced_entries() as u64;
+        let keep = self.rng.range(0, unsynced + 1) as usize;
+        let keep_hs = self.rng.range(0, 2) == 0;
+        let node = self.nodes.get_mut(&id).expect("live");
+        node.disk = server.crash(keep, keep_hs);
+        self.trace(|| format!("fault: n{id} crashes (kept {keep} of {unsynced} unsynced entries)"));
+        let down = self.rng.range(20, self.mix.max_down_ms + 1);
+        self.schedule(down, Event::Restart(id));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let mut cfg = self.raft_config(id);
+        let node = self.nodes.get_mut(&id).expect("known");
+        if node.server.is_some() || node.stopped {
+            return;
+        }
+        node.incarnation += 1;
+        cfg.seed ^= node.incarnation;
+        let disk = node.disk.clone();
+        let raft = match Raft::new(cfg, Server::restore_from(&disk)) {
+            Ok(raft) => raft,
+            Err(e) => return self.fail(format!("node {id} cannot restart: {e}")),
+        };
+        let snapshot_index = disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let options = self.serve_options();
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.server = Some(Server::start(raft, disk, options));
+        let (incarnation, tick_ms) = (node.incarnation, node.tick_ms);
+        self.checker.on_state_reset(id, snapshot_index);
+        self.trace(|| format!("n{id} restarts from its disk (snapshot at {snapshot_index})"));
+        self.schedule(tick_ms, Event::Tick(id, incarnation));
+        self.with_server(id, None, |s, out| s.drive(out));
+    }
+
+    fn isolate_one(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if let Some(id) = self.pick(&ids) {
+            self.isolate(id);
+        }
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if Some(id) == self.leader() {
+            self.leaderless_since.get_or_insert(self.now);
+        }
+        for &other in &ids {
+            if other != id {
+                self.blocked.insert((id, other));
+                self.blocked.insert((other, id));
+            }
+        }
+        self.trace(|| format!("fault: n{id} is isolated"));
+        self.schedule_heal();
+    }
+
+    fn split(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let side: Vec<bool> = ids.iter().map(|_| self.rng.range(0, 2) == 0).collect();
+        for (i, &a) in ids.iter().enumerate() {
+            for (j, &b) in ids.iter().enumerate() {
+                if side[i] != side[j] {
+                    self.blocked.insert((a, b));
+                }
+            }
+        }
+        self.leaderless_since.get_or_insert(self.now);
+        self.trace(|| {
+            format!(
+                "fault: partition {:?}",
+                ids.iter().zip(&side).collect::<Vec<_>>()
+            )
+        });
+        self.schedule_heal();
+    }
+
+    fn one_way(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) else {
+            return;
+        };
+        if a != b {
+            self.blocked.insert((a, b));
+            self.trace(|| format!("fault: messages from n{a} to n{b} are dropped"));
+            self.schedule_heal();
+        }
+    }
+
+    fn schedule_heal(&mut self) {
+        let after = self.rng.range(100, self.mix.max_partition_ms + 1);
+        self.schedule(after, Event::Heal);
+    }
+
+    fn transfer(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let voters = self.nodes[&leader]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft
+            .status()
+            .conf
+            .voters;
+        let Some(target) = self.pick(&voters) else {
+            return;
+        };
+        self.trace(|| format!("operator: transfer leadership n{leader} -> n{target}"));
+        self.leaderless_since.get_or_insert(self.now);
+        self.with_server(leader, None, |s, out| {
+            let _ = s.raft.transfer_leader(target);
+            s.drive(out);
+        });
+    }
+
+    fn change_membership(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let conf = self.nodes[&leader]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft
+            .status()
+            .conf;
+        let remove = conf.voters.len() > 3 || (conf.voters.len() == 3 && self.rng.range(0, 3) == 0);
+        if remove && conf.voters.len() > 2 {
+            let Some(id) = self.pick(&conf.voters) else {
+                return;
+            };
+            let cc = ConfChange {
+                kind: ConfChangeKind::Remove,
+                node_id: id,
+                context: Vec::new(),
+            };
+            let ok = self.propose_conf(leader, cc);
+            if ok {
+                self.trace(|| format!("operator: remove n{id}"));
+                self.schedule(200, Event::Stop(id));
+            }
+            return;
+        }
+        let id = self.next_node_id;
+        let cc = ConfChange {
+            kind: ConfChangeKind::AddLearner,
+            node_id: id,
+            context: Vec::new(),
+        };
+        if self.propose_conf(leader, cc) {
+            self.next_node_id += 1;
+            self.trace(|| format!("operator: add n{id} as a learner"));
+            let cfg = self.raft_config(id);
+            let raft = Raft::new(cfg, Default::default()).expect("valid config");
+            self.add_node(id, raft, Disk::default());
+            self.schedule(100, Event::Promote(id));
+        }
+    }
+
+    fn propose_conf(&mut self, leader: NodeId, cc: ConfChange) -> bool {
+        let mut ok = false;
+        self.with_server(leader, None, |s, out| {
+            ok = s.raft.propose_conf_change(cc).is_ok();
+            s.drive(out);
+        });
+        ok
+    }
+
+    /// Promotes a learner once it has caught up with the leader; checks again later otherwise.
+    fn promote(&mut self, id: NodeId) {
+        let Some(leader) = self.leader() else {
+            return self.schedule(100, Event::Promote(id));
+        };
+        let status = self.nodes[&leader]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft
+            .status();
+        if !status.conf.learners.contains(&id) {
+            // Not a learner (yet): its addition may still be uncommitted, or was lost. A node that never
+            // becomes a member just idles; it is never counted in the convergence check.
+            if !status.conf.voters.contains(&id) && !self.healed {
+                self.schedule(100, Event::Promote(id));
+            }
+            return;
+        }
+        let caught_up = status
+            .peers
+            .iter()
+            .any(|p| p.id == id && p.match_index + 5 >= status.last_index);
+        let cc = ConfChange {
+            kind: ConfChangeKind::AddVoter,
+            node_id: id,
+            context: Vec::new(),
+        };
+        if caught_up && self.propose_conf(leader, cc) {
+            self.trace(|| format!("operator: promote n{id}"));
+        }
+        self.schedule(100, Event::Promote(id));
+    }
+
+    /// Shuts down a node that is no longer a member (checked against the membership in force).
+    fn stop(&mut self, id: NodeId) {
+        let still_member = self
+            .nodes
+            .values()
+            .filter_map(|n| n.server.as_ref())
+            .map(|s| s.raft.status())
+            .max_by_key(|s| s.commit)
+            .is_none_or(|s| s.conf.contains(id));
+        if still_member {
+            if !self.healed {
+                self.schedule(200, Event::Stop(id));
+            }
+            return;
+        }
+        self.trace(|| format!("operator: n{id} is no longer a member and shuts down"));
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.stopped = true;
+        node.server = None;
+    }
+
+    /// Heals partitions; at the end of the safety phase also stops all faults and restarts every node.
+    fn heal(&mut self) {
+        self.blocked.clear();
+        if self.healed {
+            return;
+        }
+        if self.now < self.cfg.safety_ms {
+            self.trace(|| "network heals".to_string());
+            return;
+        }
+        self.healed = true;
+        self.trace(|| {
+            "safety phase over: faults stop, every node restarts, the network heals".to_string()
+        });
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.server.is_none() && !n.stopped)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in down {
+            self.restart(id);
+        }
+        self.schedule(50, Event::CheckConverged);
+    }
+
+    // ---- periodic checks ----
+
+    fn check_logs(&mut self) {
+        let live: Vec<(NodeId, &Raft)> = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, n)| Some((id, &n.server.as_ref()?.raft)))
+            .collect();
+        let mut found = None;
+        'pairs: for (i, &a) in live.iter().enumerate() {
+            for &b in &live[i + 1..] {
+                if let Err(v) = check_log_matching(a, b) {
+                    found = Some(v);
+                    break 'pairs;
+                }
+            }
+        }
+        if let Some(v) = found {
+            return self.fail(v);
+        }
+        self.schedule(100, Event::CheckLogs);
+    }
+
+    /// Liveness: a leader, every member caught up with the same state, every client done.
+    fn check_converged(&mut self) {
+        self.schedule(50, Event::CheckConverged);
+        let Some(leader) = self.leader() else { return };
+        let lead = self.nodes[&leader].server.as_ref().expect("live");
+        let status = lead.raft.status();
+        if status.commit != status.last_index || self.clients.iter().any(|c| c.current.is_some()) {
+            return;
+        }
+        for id in status.conf.members() {
+            let Some(s) = self.nodes.get(&id).and_then(|n| n.server.as_ref()) else {
+                return;
+            };
+            let st = s.raft.status();
+            if st.applied != status.last_index
+                || st.last_index != status.last_index
+                || s.kv != lead.kv
+            {
+                return;
+            }
+        }
+        self.converged = true;
+        self.stats.recovery_ticks = Some((self.now - self.cfg.safety_ms) / TICK_MS);
+        self.trace(|| {
+            format!(
+                "converged at index {} under leader n{leader}",
+                status.last_index
+            )
+        });
+    }
+
+    fn describe_cluster(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| match &n.server {
+                Some(s) => {
+                    let st = s.raft.status();
+                    format!(
+                        "n{id}: {:?} term {} commit {} applied {} last {} conf {:?} state {:016x}",
+                        st.role,
+                        st.term,
+                        st.commit,
+                        st.applied,
+                        st.last_index,
+                        st.conf.voters,
+                        crate::checker::fingerprint(&s.kv.encode())
+                    )
+                }
+                None if n.stopped => format!("n{id}: stopped"),
+                None => format!("n{id}: down"),
+            })
+            .collect();
+        let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
+        format!("{}; {busy} clients still waiting", nodes.join("; "))
+    }
+}
+
+fn describe(m: &Message) -> String {
+    use reinado_raft::MessageBody::*;
+    match &m.body {
+        Append {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            commit,
+        } => format!(
+            "Append(prev {prev_log_index}/{prev_log_term}, {} entries, commit {commit})",
+            entries.len()
+        ),
+        AppendResponse {
+            reject,
+            index,
+            hint_index,
+            hint_term,
+        } => {
+            format!("AppendResponse(reject {reject}, index {index}, hint {hint_index}/{hint_term})")
+        }
+        Vote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            ..
+        } => {
+            format!(
+                "{}(last {last_log_index}/{last_log_term})",
+                if *pre_vote { "PreVote" } else { "Vote" }
+            )
+        }
+        VoteResponse { reject, .. } => format!("{}(reject {reject})", m.body.name()),
+        Snapshot {
+            meta,
+            offset,
+            data,
+            done,
+        } => {
+            format!(
+                "Snapshot(index {}, offset {offset}, {} bytes, done {done})",
+                meta.index,
+                data.len()
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}

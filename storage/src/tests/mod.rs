@@ -1,0 +1,7 @@
+//! The crate's tests: `support` holds the model, checker and scripted workloads they share.
+
+mod codec_fuzz;
+mod corruption;
+mod crash;
+mod round_trip;
+mod support;
