@@ -456,9 +456,12 @@ fn node_id(value: &str, hostname: &str) -> Result<NodeId, ConfigError> {
                     format!("is `ordinal`, but the hostname `{hostname}` does not end in `-N`"),
                 )
             })?;
-        return ordinal
-            .checked_add(1)
-            .ok_or_else(|| bad(VAR, format!("the hostname `{hostname}`'s ordinal is too large")));
+        return ordinal.checked_add(1).ok_or_else(|| {
+            bad(
+                VAR,
+                format!("the hostname `{hostname}`'s ordinal is too large"),
+            )
+        });
     }
     match value.trim().parse::<u64>() {
         Ok(id) if id > 0 => Ok(id),

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "0.0.0.0:4317".to_string());
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "0.0.0.0:4317".to_string());
     let listen: SocketAddr = match listen.parse() {
         Ok(addr) => addr,
         Err(e) => {
@@ -27,7 +29,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("reinado-otlp-sink: receiving OTLP/gRPC traces on {}", sink.addr);
+    eprintln!(
+        "reinado-otlp-sink: receiving OTLP/gRPC traces on {}",
+        sink.addr
+    );
     // As a container's first process it gets no default signal handling: stop on SIGTERM by hand.
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
