@@ -12,16 +12,25 @@ SEED_START ?= 1
 SEED ?=
 VERBOSE ?=
 
-# The compose tool for the container targets that arrive with the node service: the plugin if present,
-# else the standalone binary, else empty.
+# The compose tool: the plugin if present, else the standalone docker-compose (1.29 works), else empty.
 COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 SIM_RUN := $(CARGO) run --release -p reinado-sim --bin reinado-sim --
 
-.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs
+# Images: static binaries built on the host, put on `FROM scratch` (no base image to pull).
+TAG ?= dev
+TARGET := x86_64-unknown-linux-gnu
+STATIC_DIR := target/$(TARGET)/release
+IMAGE_CONTEXT := target/images
+JAEGER_IMAGE := $(shell sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' docker-compose.yml)
+# `make e2e` needs a Docker engine; `make test` runs it where one answers and skips it (saying so) elsewhere,
+# unless REQUIRE_E2E=1 (what .ci/run sets).
+REQUIRE_E2E ?=
+
+.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench k8s-check
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
 
 toolchain: ## Install rustfmt and clippy if they are missing.
 	@if ! $(CARGO) fmt --version >/dev/null 2>&1 || ! $(CARGO) clippy --version >/dev/null 2>&1; then \
@@ -44,9 +53,23 @@ test: toolchain ## Format check, clippy, unit and integration tests, 1,500 simul
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	$(MAKE) k8s-check
 	$(MAKE) sim SEEDS=1000
 	$(SIM_RUN) --seeds 500 --profile leader-churn
 	$(MAKE) sim-bugs
+	@if [ -n "$(COMPOSE)" ] && docker info >/dev/null 2>&1; then \
+		$(MAKE) e2e; \
+	elif [ -n "$(REQUIRE_E2E)" ]; then \
+		echo "make test: no Docker engine or compose tool, and REQUIRE_E2E is set: the end-to-end tests cannot run" >&2; \
+		exit 1; \
+	else \
+		echo "make test: no Docker engine or compose tool here: skipping the end-to-end tests (make e2e)"; \
+	fi
+
+# Offline: no cluster, kubectl or kustomize; PyPI once, for kubernetes-validate (into target/k8s-venv).
+k8s-check: ## Check k8s/ offline: strict schema validation, every pod's environment through check-config.
+	$(CARGO) build -p reinado-node -p reinado-proxy --bins
+	bash scripts/k8s-check.sh
 
 # Each known bug must be caught within a bounded number of seeds, or the checkers have lost their teeth.
 sim-bugs: ## Prove the simulator's checkers catch each deliberately injected bug.
@@ -60,3 +83,37 @@ ifneq ($(strip $(SEED)),)
 else
 	$(SIM_RUN) --seeds $(SEEDS) --seed-start $(SEED_START)
 endif
+
+images: ## Build reinado/{node,proxy,client}:$(TAG) (and the test OTLP sink) from static binaries built here.
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) \
+		-p reinado-node -p reinado-proxy -p reinado-client --bins --features reinado-client/harness
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	cp $(STATIC_DIR)/reinado-node $(STATIC_DIR)/reinado-proxy $(STATIC_DIR)/reinado \
+		$(STATIC_DIR)/reinado-otlp-sink $(IMAGE_CONTEXT)/
+	for image in node proxy client otlp-sink; do \
+		docker build --quiet -f docker/prebuilt.Dockerfile --target $$image -t reinado/$$image:$(TAG) $(IMAGE_CONTEXT); \
+	done
+	@docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' 'reinado/*'
+
+up: images ## Start the compose cluster (3 nodes, 2 proxies; Jaeger when its image is here or can be pulled).
+	@if [ -z "$(COMPOSE)" ]; then echo "make up: neither 'docker compose' nor 'docker-compose' is installed" >&2; exit 1; fi
+	@if docker image inspect $(JAEGER_IMAGE) >/dev/null 2>&1 || timeout 60 docker pull $(JAEGER_IMAGE) >/dev/null 2>&1; then \
+		$(COMPOSE) up -d --no-build node1 node2 node3 proxy1 proxy2 jaeger; \
+		echo "Jaeger UI: http://localhost:16686"; \
+	else \
+		echo "make up: $(JAEGER_IMAGE) is not here and cannot be pulled: starting the cluster without Jaeger (no traces exported)"; \
+		OTEL_EXPORTER_OTLP_ENDPOINT= $(COMPOSE) up -d --no-build node1 node2 node3 proxy1 proxy2; \
+	fi
+	$(COMPOSE) run --rm client status
+	@echo "Proxies: 127.0.0.1:7000 and 127.0.0.1:7001. Try: $(COMPOSE) run --rm client menu"
+
+down: ## Stop the compose cluster and delete its data volumes.
+	@if [ -z "$(COMPOSE)" ]; then echo "make down: neither 'docker compose' nor 'docker-compose' is installed" >&2; exit 1; fi
+	$(COMPOSE) down --volumes --remove-orphans
+
+e2e: images ## End-to-end failover tests against a compose cluster of its own (needs a Docker engine).
+	E2E_COMPOSE="$(COMPOSE)" $(CARGO) test -p reinado-client --test e2e -- --nocapture --test-threads 1
+
+bench: ## The standard benchmark set against a local 3-node cluster and a proxy (release builds).
+	$(CARGO) build --release -p reinado-node -p reinado-proxy -p reinado-client --bins
+	services/client/scripts/bench.sh
