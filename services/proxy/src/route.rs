@@ -106,7 +106,21 @@ impl Router {
             span.record("route.attempts", attempt);
             let budget = self.attempt_timeout.min(left);
             node.outstanding.fetch_add(1, Ordering::Relaxed);
-            let result = tokio::time::timeout(budget, call(node.clone(), budget)).await;
+            // A write waiting on a leader that has since been replaced (it died, or was cut off) is not left
+            // to its timeout: it is sent again, under the same request id, to the new one.
+            let mut leader_changes = self.topo.leader_changes();
+            let attempt_call = tokio::time::timeout(budget, call(node.clone(), budget));
+            let result = if target == Target::Leader {
+                tokio::select! {
+                    result = attempt_call => result,
+                    _ = leader_changes.changed() => Ok(Err(Status::unavailable(format!(
+                        "node {} stopped leading during the attempt",
+                        node.id
+                    )))),
+                }
+            } else {
+                attempt_call.await
+            };
             node.outstanding.fetch_sub(1, Ordering::Relaxed);
             let status = match result {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),

@@ -13,7 +13,7 @@ use reinado_proto::v1::cluster_client::ClusterClient;
 use reinado_proto::v1::kv_client::KvClient;
 use reinado_proto::v1::{Role, StatusRequest, StatusResponse};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -43,6 +43,10 @@ pub struct NodeState {
     pub outstanding: Arc<AtomicUsize>,
     /// The Kv requests' stream to it.
     pub pipeline: Arc<PipelineConn>,
+    /// The leader its last status named: (term, leader id); None if it named none or did not answer.
+    claim: Option<(u64, u64)>,
+    /// A status request to it is under way (a slow node is not asked twice at once).
+    polling: Arc<AtomicBool>,
 }
 
 impl NodeState {
@@ -59,6 +63,8 @@ impl NodeState {
             serving: false,
             role: Role::Unspecified,
             outstanding: Arc::new(AtomicUsize::new(0)),
+            claim: None,
+            polling: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -218,6 +224,11 @@ impl Topology {
         self.poke.notify_one();
     }
 
+    /// Signals each change of leader.
+    pub fn leader_changes(&self) -> watch::Receiver<u64> {
+        self.leader_changed.subscribe()
+    }
+
     /// Waits until the leader changes or `timeout` passes.
     pub async fn wait_leader_change(&self, timeout: Duration) {
         let mut rx = self.leader_changed.subscribe();
@@ -230,10 +241,23 @@ impl Topology {
         self.leader().is_some_and(|(_, n)| n.reachable)
     }
 
-    /// Polls every node's status every `interval` (or when poked), forever.
+    /// Polls every node's status every `interval` (or when poked), forever. Each node is asked on its own
+    /// and its answer used as soon as it comes: a paused or cut-off node, which answers only with the
+    /// timeout, delays nothing else (the leader a live node names, in particular).
     pub async fn run(self: Arc<Self>, interval: Duration, attempt: Duration) {
+        let timeout = attempt.min(Duration::from_secs(1));
         loop {
-            self.refresh(attempt.min(Duration::from_secs(1))).await;
+            for node in self.nodes() {
+                if node.polling.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let topo = self.clone();
+                tokio::spawn(async move {
+                    let status = Self::status(&node, timeout).await;
+                    node.polling.store(false, Ordering::Release);
+                    topo.apply(&node.addr, status);
+                });
+            }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.poke.notified() => {}
@@ -241,88 +265,97 @@ impl Topology {
         }
     }
 
-    /// One status round: asks every node at once, then updates health, roles, members and the leader.
+    /// One status round, waited for: asks every node at once and uses each answer.
     pub async fn refresh(&self, timeout: Duration) {
-        let nodes: Vec<NodeState> = self
-            .known
-            .read()
-            .expect("topology lock")
-            .nodes
-            .values()
-            .cloned()
-            .collect();
         let mut tasks = tokio::task::JoinSet::new();
-        for node in nodes {
+        for node in self.nodes() {
             tasks.spawn(async move {
-                let mut client = node.cluster();
-                let status = tokio::time::timeout(timeout, client.status(StatusRequest {})).await;
-                let status = match status {
-                    Ok(Ok(resp)) => Some(resp.into_inner()),
-                    _ => None,
-                };
+                let status = Self::status(&node, timeout).await;
                 (node.addr, status)
             });
         }
-        let results: Vec<(String, Option<StatusResponse>)> = tasks.join_all().await;
-        self.update(results);
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((addr, status)) = joined {
+                self.apply(&addr, status);
+            }
+        }
     }
 
-    fn update(&self, results: Vec<(String, Option<StatusResponse>)>) {
+    fn nodes(&self) -> Vec<NodeState> {
+        let known = self.known.read().expect("topology lock");
+        known.nodes.values().cloned().collect()
+    }
+
+    async fn status(node: &NodeState, timeout: Duration) -> Option<StatusResponse> {
+        let mut client = node.cluster();
+        match tokio::time::timeout(timeout, client.status(StatusRequest {})).await {
+            Ok(Ok(resp)) => Some(resp.into_inner()),
+            _ => None,
+        }
+    }
+
+    /// Takes in one node's status (None: it did not answer): its health and role, the members if it leads,
+    /// and the leader, which is the one named in the latest term by any node that answered last time.
+    fn apply(&self, addr: &str, status: Option<StatusResponse>) {
         let mut known = self.known.write().expect("topology lock");
-        let mut best: Option<(u64, u64)> = None; // (term, leader id) claimed by the nodes
-        let mut members: Vec<String> = Vec::new();
-        for (addr, status) in &results {
-            let Some(node) = known.nodes.get_mut(addr) else {
-                continue;
-            };
-            node.reachable = status.is_some();
-            let Some(s) = status else {
-                node.serving = false;
-                continue;
-            };
-            node.id = s.id;
-            node.serving = s.serving;
-            node.role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
-            if s.leader_id != 0 && best.is_none_or(|(t, _)| s.term > t) {
-                best = Some((s.term, s.leader_id));
-            }
-            if node.role == Role::Leader {
-                members = s.members.iter().map(|m| m.client_addr.clone()).collect();
-            }
-        }
+        let Some(node) = known.nodes.get_mut(addr) else {
+            return;
+        };
+        node.reachable = status.is_some();
+        let Some(s) = status else {
+            node.serving = false;
+            node.claim = None;
+            return self.choose_leader(known);
+        };
+        node.id = s.id;
+        node.serving = s.serving;
+        node.role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
+        node.claim = (s.leader_id != 0).then_some((s.term, s.leader_id));
         // Members learned from the leader; nodes that left are dropped unless they are seeds.
-        if !members.is_empty() {
-            for addr in members.iter().filter(|a| !a.is_empty()) {
-                if !known.nodes.contains_key(addr)
-                    && let Some(n) = NodeState::new(addr, self.opts)
-                {
-                    info!(%addr, "new member");
-                    known.nodes.insert(addr.clone(), n);
+        if node.role == Role::Leader {
+            let members: Vec<String> = s
+                .members
+                .iter()
+                .map(|m| m.client_addr.clone())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if !members.is_empty() {
+                for addr in &members {
+                    if !known.nodes.contains_key(addr)
+                        && let Some(n) = NodeState::new(addr, self.opts)
+                    {
+                        info!(%addr, "new member");
+                        known.nodes.insert(addr.clone(), n);
+                    }
                 }
+                let seeds = &self.seeds;
+                known
+                    .nodes
+                    .retain(|a, _| members.contains(a) || seeds.contains(a));
             }
-            let seeds = &self.seeds;
-            known
-                .nodes
-                .retain(|a, _| members.contains(a) || seeds.contains(a));
         }
+        self.choose_leader(known);
+    }
+
+    fn choose_leader(&self, mut known: std::sync::RwLockWriteGuard<'_, Known>) {
+        let best = known.nodes.values().filter_map(|n| n.claim).max();
         let leader = best.and_then(|(term, id)| {
             let addr = known.nodes.values().find(|n| n.id == id)?.addr.clone();
             Some(Leader { id, addr, term })
         });
-        if leader != known.leader && leader.is_some() {
+        if leader == known.leader || (leader.is_none() && best.is_some()) {
+            return;
+        }
+        if let Some(l) = &leader {
             info!(
                 old = ?known.leader.as_ref().map(|l| l.id),
-                new = ?leader.as_ref().map(|l| l.id),
-                term = leader.as_ref().map(|l| l.term),
+                new = l.id,
+                term = l.term,
                 "leader changed"
             );
-            known.leader = leader;
-            drop(known);
-            self.leader_changed.send_modify(|g| *g += 1);
-        } else if leader.is_none() && known.leader.is_some() {
-            known.leader = None;
-            drop(known);
-            self.leader_changed.send_modify(|g| *g += 1);
         }
+        known.leader = leader;
+        drop(known);
+        self.leader_changed.send_modify(|g| *g += 1);
     }
 }
