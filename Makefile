@@ -90,6 +90,7 @@ images: ## Build reinado/{node,proxy,client}:$(TAG) (and the test OTLP sink) fro
 	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
 	cp $(STATIC_DIR)/reinado-node $(STATIC_DIR)/reinado-proxy $(STATIC_DIR)/reinado \
 		$(STATIC_DIR)/reinado-otlp-sink $(IMAGE_CONTEXT)/
+	if command -v strip >/dev/null; then strip --strip-debug $(IMAGE_CONTEXT)/reinado*; fi
 	for image in node proxy client otlp-sink; do \
 		docker build --quiet -f docker/prebuilt.Dockerfile --target $$image -t reinado/$$image:$(TAG) $(IMAGE_CONTEXT); \
 	done
