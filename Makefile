@@ -19,6 +19,7 @@ SIM_RUN := $(CARGO) run --release -p reinado-sim --bin reinado-sim --
 
 # Images: static binaries built on the host, put on `FROM scratch` (no base image to pull).
 TAG ?= dev
+export TAG
 TARGET := x86_64-unknown-linux-gnu
 STATIC_DIR := target/$(TARGET)/release
 IMAGE_CONTEXT := target/images

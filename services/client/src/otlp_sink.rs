@@ -123,6 +123,11 @@ impl OtlpSink {
         self.sink.spans.lock().expect("sink lock").clone()
     }
 
+    /// Removes and returns the spans received so far.
+    pub fn take(&self) -> Vec<ReceivedSpan> {
+        std::mem::take(&mut *self.sink.spans.lock().expect("sink lock"))
+    }
+
     /// Waits until `check` holds for the spans received, at most `timeout`; returns whether it did.
     pub async fn wait_for(
         &self,

@@ -66,9 +66,9 @@ impl Compose {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The container id of a service.
+    /// The container id of a service (`-a`: compose v2 lists only running containers without it).
     fn container(&self, service: &str) -> String {
-        let id = self.run(&["ps", "-q", service]).trim().to_string();
+        let id = self.run(&["ps", "-a", "-q", service]).trim().to_string();
         assert!(!id.is_empty(), "no container for {service}");
         id
     }
@@ -107,6 +107,17 @@ impl Compose {
         serde_json::from_str(line).map_err(|e| format!("reinado {args:?}: {e}: {stdout}"))
     }
 
+    /// Member `id` as it sees itself, asking until a status names it.
+    fn member(&self, id: u64) -> Value {
+        for _ in 0..10 {
+            if let Some(m) = self.members().remove(&id) {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("no status names member {id}");
+    }
+
     /// Every member as it sees itself (`reinado status`), by id.
     fn members(&self) -> BTreeMap<u64, Value> {
         match self.reinado(&["status"]) {
@@ -126,11 +137,17 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let logs = self.output(&["logs", "--no-color", "--tail", "60"]);
+        // Never panics: a panic while unwinding would abort before `down`.
+        if std::thread::panicking()
+            && let Ok(logs) = self
+                .command(&["logs", "--no-color", "--tail", "60"])
+                .output()
+        {
             eprintln!("{}", String::from_utf8_lossy(&logs.stdout));
         }
-        let _ = self.output(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
+        let _ = self
+            .command(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
+            .output();
     }
 }
 
@@ -332,6 +349,10 @@ async fn failover_in_containers() {
         eprintln!("e2e: skipped: set E2E_COMPOSE to the compose command (make e2e does)");
         return;
     };
+    assert!(
+        !tool.trim().is_empty(),
+        "E2E_COMPOSE is empty: neither `docker compose` nor `docker-compose` is installed"
+    );
     let started = Instant::now();
     let (port1, port2) = (free_port(), free_port());
     let compose = Compose {
@@ -371,7 +392,16 @@ async fn failover_in_containers() {
     let writing = tokio::spawn(writer(client.clone(), load.clone()));
     let reading = tokio::spawn(reader(client.clone(), load.clone()));
     load.acks_after(started, 20, "start").await;
-    let node = |id: u64| compose.container(&format!("node{id}"));
+    let containers: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, compose.container(&format!("node{id}"))))
+        .collect();
+    let node = |id: u64| containers[&id].clone();
+    let load_runs = || {
+        assert!(
+            !writing.is_finished() && !reading.is_finished(),
+            "the writer or the reader stopped early (MAX_WRITES or MAX_READS reached?)"
+        );
+    };
 
     // 1. A follower killed: writes and reads go on; restarted, it catches up.
     let leader_id = leader(&client, 0).await;
@@ -388,6 +418,7 @@ async fn failover_in_containers() {
         m["applied"]
     );
 
+    load_runs();
     // 2. The leader killed, several times: a new leader, the write gap measured, the old leader rejoins.
     let mut gaps = Vec::new();
     for round in 1..=LEADER_KILLS {
@@ -400,6 +431,10 @@ async fn failover_in_containers() {
         // `docker kill` itself takes a while: wait for writes after the new leader is known.
         load.acks_after(Instant::now(), 20, "leader killed").await;
         let gap = load.largest_gap_since(killed);
+        assert!(
+            gap < Duration::from_secs(5),
+            "writes stopped for {gap:?} after a leader kill"
+        );
         gaps.push(gap);
         let commit = leader_commit(&compose);
         docker_ok(&["start", &node(old)]);
@@ -415,9 +450,10 @@ async fn failover_in_containers() {
         median(&mut sorted)
     );
 
+    load_runs();
     // 3. The leader paused (a zombie that still believes it leads), then unpaused: it steps down.
     let old = leader(&client, 0).await;
-    let old_term = compose.members()[&old]["term"].as_u64().unwrap_or(0);
+    let old_term = compose.member(old)["term"].as_u64().unwrap_or(0);
     let paused = Instant::now();
     docker_ok(&["pause", &node(old)]);
     let new = leader(&client, old).await;
@@ -435,19 +471,26 @@ async fn failover_in_containers() {
         m["term"]
     );
 
+    load_runs();
     // 4. The leader cut off the network: the minority cannot serve, the majority does; reconnected, all converge.
     let old = leader(&client, 0).await;
     let net = compose.network();
+    let serves = || {
+        docker(&["exec", &node(old), "/reinado-node", "health", "--ready"])
+            .status
+            .success()
+    };
+    assert!(
+        serves(),
+        "the leader {old} does not serve before the partition"
+    );
     let cut = Instant::now();
     docker_ok(&["network", "disconnect", &net, &node(old)]);
     let new = leader(&client, old).await;
     load.acks_after(Instant::now(), 20, "leader partitioned")
         .await;
     let deadline = Instant::now() + WAIT;
-    while docker(&["exec", &node(old), "/reinado-node", "health", "--ready"])
-        .status
-        .success()
-    {
+    while serves() {
         assert!(
             Instant::now() < deadline,
             "the cut-off leader {old} still serves"
@@ -471,6 +514,7 @@ async fn failover_in_containers() {
         load.largest_gap_since(cut)
     );
 
+    load_runs();
     // 5. A proxy killed: the client carries on through the other.
     let proxy1 = compose.container("proxy1");
     docker_ok(&["kill", &proxy1]);
@@ -480,6 +524,7 @@ async fn failover_in_containers() {
     docker_ok(&["start", &proxy1]);
     eprintln!("e2e: 5. proxy1 killed: writes and reads went on through proxy2");
 
+    load_runs();
     // The load stops; what it saw.
     load.stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
@@ -513,6 +558,10 @@ async fn failover_in_containers() {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let named = |name: &str| spans.iter().filter(|s| s["name"] == name).count();
+        let won = spans
+            .iter()
+            .filter(|s| s["name"] == "raft.election" && s["attributes"]["outcome"] == "won")
+            .count();
         let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for s in &spans {
             services
@@ -529,9 +578,10 @@ async fn failover_in_containers() {
             })
             .count();
         let (elections, changes) = (named("raft.election"), named("raft.leader_change"));
-        if elections > 0 && changes >= LEADER_KILLS && end_to_end > 0 {
+        // A leader elected at the start, after each kill, after the pause and after the partition.
+        if won > LEADER_KILLS + 2 && changes >= LEADER_KILLS && end_to_end > 0 {
             eprintln!(
-                "e2e: 6. traces: {} spans, {elections} raft.election, {changes} raft.leader_change, \
+                "e2e: 6. traces: {} spans, {elections} raft.election ({won} won), {changes} raft.leader_change, \
                  {end_to_end} traces through client, proxy and node",
                 spans.len()
             );
@@ -539,7 +589,7 @@ async fn failover_in_containers() {
         }
         assert!(
             Instant::now() < deadline,
-            "traces missing: {} spans, {elections} elections, {changes} leader changes, {end_to_end} \
+            "traces missing: {} spans, {elections} elections ({won} won), {changes} leader changes, {end_to_end} \
              client→proxy→node traces",
             spans.len()
         );

@@ -415,7 +415,7 @@ pub fn help() -> String {
     let mut out = String::from(
         "reinado-node: one member of a Reinado cluster.\n\n\
          Usage:\n  reinado-node                 run the node, configured from the environment\n  \
-         reinado-node health [ADDR]   exit 0 if the node at ADDR (default: REINADO_CLIENT_ADDR) serves\n  \
+         reinado-node health [ADDR] [--ready]\n                               exit 0 if the node at ADDR (default: REINADO_CLIENT_ADDR) serves;\n                               with --ready, only if it also serves clients (knows a leader, caught up)\n  \
          reinado-node check-config    validate the environment and print the configuration\n\n\
          Environment (with defaults):\n",
     );

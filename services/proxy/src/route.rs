@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 use tracing::info;
@@ -32,6 +33,9 @@ pub struct Router {
 pub enum Target {
     /// The leader.
     Leader,
+    /// The leader, for a write that carries a request id (Put, Delete, Txn): the cluster applies it once
+    /// however often it is sent, so it is sent again as soon as another node leads.
+    Write,
     /// A serving follower if any.
     Reader,
 }
@@ -85,8 +89,10 @@ impl Router {
             if left.is_zero() {
                 break;
             }
+            // Subscribed before the leader is read, so that no change in between goes unnoticed.
+            let mut leader_changes = self.topo.leader_changes();
             let node = match target {
-                Target::Leader => self.topo.leader().map(|(_, n)| n),
+                Target::Leader | Target::Write => self.topo.leader().map(|(_, n)| n),
                 Target::Reader => self.topo.reader(&failed),
             };
             let Some(node) = node else {
@@ -108,15 +114,18 @@ impl Router {
             node.outstanding.fetch_add(1, Ordering::Relaxed);
             // A write waiting on a leader that has since been replaced (it died, or was cut off) is not left
             // to its timeout: it is sent again, under the same request id, to the new one.
-            let mut leader_changes = self.topo.leader_changes();
             let attempt_call = tokio::time::timeout(budget, call(node.clone(), budget));
-            let result = if target == Target::Leader {
+            let mut moved = false;
+            let result = if target == Target::Write {
                 tokio::select! {
                     result = attempt_call => result,
-                    _ = leader_changes.changed() => Ok(Err(Status::unavailable(format!(
-                        "node {} stopped leading during the attempt",
-                        node.id
-                    )))),
+                    _ = self.leader_moved_from(&node.addr, &mut leader_changes) => {
+                        moved = true;
+                        Ok(Err(Status::unavailable(format!(
+                            "node {} stopped leading during the attempt",
+                            node.id
+                        ))))
+                    }
                 }
             } else {
                 attempt_call.await
@@ -140,14 +149,17 @@ impl Router {
                 }
                 Next::Redirect(_) | Next::Retry => {
                     info!(node = node.id, attempt, error = %status.message(), "attempt failed: retrying");
-                    if target == Target::Leader {
-                        self.topo.leader_failed(&node.addr);
-                    } else {
+                    if target == Target::Reader {
                         failed.push(node.addr.clone());
+                    } else if !moved {
+                        self.topo.leader_failed(&node.addr);
                     }
                 }
             }
             last = Some(status);
+            if moved {
+                continue; // the new leader is known: no pause
+            }
             if Instant::now() + pause >= deadline {
                 break;
             }
@@ -164,6 +176,20 @@ impl Router {
                 "no leader yet: the cluster is electing one (or no node is reachable); retry",
             ),
         })
+    }
+}
+
+impl Router {
+    /// Completes once the known leader is no longer at `addr`.
+    async fn leader_moved_from(&self, addr: &str, changes: &mut watch::Receiver<u64>) {
+        loop {
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if self.topo.leader().is_none_or(|(l, _)| l.addr != addr) {
+                return;
+            }
+        }
     }
 }
 

@@ -137,7 +137,7 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Leader, Put)
+        pipelined!(self, deadline, msg, Target::Write, Put)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> GrpcResult<GetResponse> {
@@ -150,7 +150,7 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Leader, Delete)
+        pipelined!(self, deadline, msg, Target::Write, Delete)
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> GrpcResult<RangeResponse> {
@@ -163,7 +163,7 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Leader, Txn)
+        pipelined!(self, deadline, msg, Target::Write, Txn)
     }
 
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;

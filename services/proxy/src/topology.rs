@@ -45,6 +45,8 @@ pub struct NodeState {
     pub pipeline: Arc<PipelineConn>,
     /// The leader its last status named: (term, leader id); None if it named none or did not answer.
     claim: Option<(u64, u64)>,
+    /// Its last status request failed: whatever the others say, it cannot be the leader to send to.
+    failed_poll: bool,
     /// A status request to it is under way (a slow node is not asked twice at once).
     polling: Arc<AtomicBool>,
 }
@@ -64,6 +66,7 @@ impl NodeState {
             role: Role::Unspecified,
             outstanding: Arc::new(AtomicUsize::new(0)),
             claim: None,
+            failed_poll: false,
             polling: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -202,7 +205,9 @@ impl Topology {
                 known.nodes.insert(addr.to_string(), n);
             }
             let id = known.nodes.get(addr).map_or(0, |n| n.id);
-            let term = known.leader.as_ref().map_or(0, |l| l.term);
+            // The node that redirected knows a leader newer than the one known here: at least a term later.
+            // Claims of the older term still arriving must not bring the old leader back.
+            let term = known.leader.as_ref().map_or(0, |l| l.term + 1);
             known.leader = Some(Leader {
                 id,
                 addr: addr.to_string(),
@@ -246,7 +251,10 @@ impl Topology {
     /// timeout, delays nothing else (the leader a live node names, in particular).
     pub async fn run(self: Arc<Self>, interval: Duration, attempt: Duration) {
         let timeout = attempt.min(Duration::from_secs(1));
+        // Requests waiting for a leader poke the poller; this keeps their rounds from spinning.
+        const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
         loop {
+            let round = tokio::time::Instant::now();
             for node in self.nodes() {
                 if node.polling.swap(true, Ordering::AcqRel) {
                     continue;
@@ -262,6 +270,7 @@ impl Topology {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.poke.notified() => {}
             }
+            tokio::time::sleep_until(round + MIN_ROUND_GAP).await;
         }
     }
 
@@ -302,6 +311,7 @@ impl Topology {
             return;
         };
         node.reachable = status.is_some();
+        node.failed_poll = status.is_none();
         let Some(s) = status else {
             node.serving = false;
             node.claim = None;
@@ -337,16 +347,29 @@ impl Topology {
         self.choose_leader(known);
     }
 
+    /// The leader is the one named in the latest term, among the nodes that answered, leaving out a node
+    /// that did not answer itself. Waiting requests are woken only when the leader's address changes.
     fn choose_leader(&self, mut known: std::sync::RwLockWriteGuard<'_, Known>) {
-        let best = known.nodes.values().filter_map(|n| n.claim).max();
+        let best = known
+            .nodes
+            .values()
+            .filter_map(|n| n.claim)
+            .filter(|(_, id)| !known.nodes.values().any(|n| n.id == *id && n.failed_poll))
+            .max();
         let leader = best.and_then(|(term, id)| {
             let addr = known.nodes.values().find(|n| n.id == id)?.addr.clone();
             Some(Leader { id, addr, term })
         });
-        if leader == known.leader || (leader.is_none() && best.is_some()) {
+        if let (Some(new), Some(old)) = (&leader, &known.leader)
+            && new.term < old.term
+        {
+            return; // older news than a redirect already gave
+        }
+        if leader == known.leader {
             return;
         }
-        if let Some(l) = &leader {
+        let moved = leader.as_ref().map(|l| &l.addr) != known.leader.as_ref().map(|l| &l.addr);
+        if moved && let Some(l) = &leader {
             info!(
                 old = ?known.leader.as_ref().map(|l| l.id),
                 new = l.id,
@@ -356,6 +379,8 @@ impl Topology {
         }
         known.leader = leader;
         drop(known);
-        self.leader_changed.send_modify(|g| *g += 1);
+        if moved {
+            self.leader_changed.send_modify(|g| *g += 1);
+        }
     }
 }

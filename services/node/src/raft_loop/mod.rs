@@ -1,8 +1,9 @@
 //! The Raft loop: the one task that owns the consensus core.
 //!
 //! Ticks from a timer, peer messages from the transport and requests from the API arrive over bounded
-//! channels; the loop steps the core, hands each `Ready` to the storage thread (group commit: while one fsync
-//! runs, new proposals pile up in the core and go to disk together in the next), sends messages, applies
+//! channels; the loop steps the core, persists each `Ready` with one fsync on its own
+//! thread (group commit: while that fsync runs, new proposals pile up in the channels and go to disk together
+//! in the next `Ready`), sends messages, applies
 //! committed entries to the state machine and answers the requests waiting on them. Nothing else touches the
 //! core, so it needs no lock.
 //!
@@ -192,9 +193,9 @@ pub struct RaftLoop {
     raft: Raft,
     settings: Settings,
     wal: Wal,
-    /// The hard state last handed to the storage thread.
+    /// The hard state last persisted.
     stored_hs: HardState,
-    /// A newer commit index not yet handed to the storage thread.
+    /// A newer commit index not yet persisted.
     unwritten_commit: Option<HardState>,
     transport: Transport,
     state: Arc<RwLock<StateMachine>>,
@@ -269,7 +270,7 @@ impl RaftLoop {
     }
 
     /// Runs until shutdown is asked for or the disk fails. On shutdown a leader first hands leadership to a
-    /// caught-up peer; the storage thread finishes what it was given either way.
+    /// caught-up peer; what was handed to the log is flushed either way.
     pub async fn run(mut self, mut inputs: LoopInputs) -> Result<(), LoopError> {
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
