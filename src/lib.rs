@@ -7,8 +7,8 @@
 //! ## Layout
 //!
 //! - `proto/reinado/raft/v1/raft.proto`: the peer protocol (service `RaftPeer`), Raft messages between nodes.
-//! - `proto/reinado/v1/`: the client API (`kv.proto`, service `Kv`), the cluster API (`cluster.proto`,
-//!   services `Cluster` and `Fault`) and the log's contents (`log.proto`), generated into [`v1`].
+//! - `proto/reinado/v1/`: the services (`api.proto`: `Kv`, `Cluster`, `Fault`, `Pipeline`), their
+//!   messages (`kv.proto`, `cluster.proto`) and the log's contents (`log.proto`), generated into [`v1`].
 //! - `build.rs`: compiles every `proto/**/*.proto` with protox and generates prost messages plus tonic
 //!   clients and servers with tonic-prost-build, into `OUT_DIR`.
 //! - [`raft::v1`]: the generated code for package `reinado.raft.v1`, included here. The client is
@@ -23,7 +23,7 @@ pub mod convert;
 pub use convert::ConvertError;
 
 /// Version 1 of the client and cluster API: package `reinado.v1`, generated from `proto/reinado/v1/*.proto`
-/// (`kv.proto`: the Kv service; `cluster.proto`: the Cluster and Fault services; `log.proto`: what the
+/// (`api.proto`: the services; `kv.proto` and `cluster.proto`: their messages; `log.proto`: what the
 /// replicated log and snapshots hold).
 pub mod v1 {
     // Generated code: its style is prost's and tonic's, not ours.

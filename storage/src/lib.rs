@@ -2,7 +2,7 @@
 //!
 //! A segmented write-ahead log with group commit, plus snapshot files, holding what Raft must persist (Figure
 //! 2, "Persistent state on all servers"): the log entries since the last snapshot, the hard state, and the
-//! snapshot itself. The API is synchronous std I/O; the node drives it from one dedicated thread.
+//! snapshot itself. The API is synchronous std I/O; the node calls it from its Raft loop (inside `block_in_place`).
 //!
 //! The node keeps the log in memory (the Raft core holds it since the last snapshot), so storage reads
 //! entries back only at recovery, through [`DiskStorage::open`].
