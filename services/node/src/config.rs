@@ -306,7 +306,10 @@ impl Config {
         )?;
         let start = match (raw.peers.trim(), raw.join.trim()) {
             ("", "") => Start::Bootstrap(BTreeMap::from([(node_id, advertise_peer_addr.clone())])),
-            (peers, join) if !join.is_empty() && !parse_peers(peers)?.contains_key(&node_id) => {
+            (peers, join)
+                if !join.is_empty()
+                    && (peers.is_empty() || !parse_peers(peers)?.contains_key(&node_id)) =>
+            {
                 check_host_port("REINADO_JOIN", join)?;
                 Start::Join(join.to_string())
             }

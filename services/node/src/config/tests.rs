@@ -44,6 +44,12 @@ fn a_three_node_configuration_parses() {
 }
 
 #[test]
+fn a_node_with_only_a_join_address_joins() {
+    let cfg = config(&[("REINADO_NODE_ID", "4"), ("REINADO_JOIN", "127.0.0.1:7000")]).unwrap();
+    assert_eq!(cfg.start, Start::Join("127.0.0.1:7000".to_string()));
+}
+
+#[test]
 fn a_stateful_set_pod_bootstraps_when_listed_and_joins_when_not() {
     let pod = |name: &str| {
         let advertise = format!("{name}.reinado-node:7071");
