@@ -105,8 +105,9 @@ up: images ## Start the compose cluster (3 nodes, 2 proxies; Jaeger when its ima
 	else \
 		echo "make up: $(JAEGER_IMAGE) is not here and cannot be pulled: starting the cluster without Jaeger (no traces exported)"; \
 		OTEL_EXPORTER_OTLP_ENDPOINT= $(COMPOSE) up -d --no-build node1 node2 node3 proxy1 proxy2; \
+		echo "(without Jaeger, 'export OTEL_EXPORTER_OTLP_ENDPOINT=' keeps one-off clients from trying to send traces)"; \
 	fi
-	$(COMPOSE) run --rm client status
+	OTEL_EXPORTER_OTLP_ENDPOINT= $(COMPOSE) run --rm client status
 	@echo "Proxies: 127.0.0.1:7000 and 127.0.0.1:7001. Try: $(COMPOSE) run --rm client menu"
 
 down: ## Stop the compose cluster and delete its data volumes.
