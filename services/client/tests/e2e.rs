@@ -366,6 +366,8 @@ async fn failover_in_containers() {
                 "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
                 "http://otlp-sink:4317".into(),
             ),
+            // A leader is killed a few seconds after its election: its spans must be out by then.
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
             ("RUST_LOG".into(), "info".into()),
         ],
     };
@@ -578,8 +580,9 @@ async fn failover_in_containers() {
             })
             .count();
         let (elections, changes) = (named("raft.election"), named("raft.leader_change"));
-        // A leader elected at the start, after each kill, after the pause and after the partition.
-        if won > LEADER_KILLS + 2 && changes >= LEADER_KILLS && end_to_end > 0 {
+        // A leader elected at the start, after each kill, after the pause and after the partition (one of
+        // them may be lost with a node killed before its exporter's next batch).
+        if won >= LEADER_KILLS + 2 && changes >= LEADER_KILLS && end_to_end > 0 {
             eprintln!(
                 "e2e: 6. traces: {} spans, {elections} raft.election ({won} won), {changes} raft.leader_change, \
                  {end_to_end} traces through client, proxy and node",
