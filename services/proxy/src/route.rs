@@ -100,9 +100,9 @@ impl Router {
                     attempt,
                     "no node to send to yet: waiting for the next status round"
                 );
-                self.topo
-                    .wait_leader_change(left.min(Duration::from_millis(250)))
-                    .await;
+                self.topo.poke();
+                let wait = left.min(Duration::from_millis(250));
+                let _ = tokio::time::timeout(wait, leader_changes.changed()).await;
                 if failed.len() >= self.topo.addrs().len() {
                     failed.clear();
                 }
@@ -131,6 +131,8 @@ impl Router {
                 attempt_call.await
             };
             node.outstanding.fetch_sub(1, Ordering::Relaxed);
+            // Out of time because the request's own deadline was near, not because the node is slow.
+            let cut_short = result.is_err() && budget < self.attempt_timeout;
             let status = match result {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => status,
@@ -151,7 +153,7 @@ impl Router {
                     info!(node = node.id, attempt, error = %status.message(), "attempt failed: retrying");
                     if target == Target::Reader {
                         failed.push(node.addr.clone());
-                    } else if !moved {
+                    } else if !moved && !cut_short {
                         self.topo.leader_failed(&node.addr);
                     }
                 }
@@ -186,7 +188,8 @@ impl Router {
             if changes.changed().await.is_err() {
                 return std::future::pending().await;
             }
-            if self.topo.leader().is_none_or(|(l, _)| l.addr != addr) {
+            // Another leader known, not merely none: with none there is nowhere better to send it.
+            if self.topo.leader().is_some_and(|(l, _)| l.addr != addr) {
                 return;
             }
         }

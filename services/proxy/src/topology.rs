@@ -43,8 +43,9 @@ pub struct NodeState {
     pub outstanding: Arc<AtomicUsize>,
     /// The Kv requests' stream to it.
     pub pipeline: Arc<PipelineConn>,
-    /// The leader its last status named: (term, leader id); None if it named none or did not answer.
-    claim: Option<(u64, u64)>,
+    /// The leader its last status named: (term, leader id, leader's client address if known); None if it
+    /// named none or did not answer.
+    claim: Option<(u64, u64, String)>,
     /// Its last status request failed: whatever the others say, it cannot be the leader to send to.
     failed_poll: bool,
     /// A status request to it is under way (a slow node is not asked twice at once).
@@ -234,11 +235,9 @@ impl Topology {
         self.leader_changed.subscribe()
     }
 
-    /// Waits until the leader changes or `timeout` passes.
-    pub async fn wait_leader_change(&self, timeout: Duration) {
-        let mut rx = self.leader_changed.subscribe();
+    /// Asks the poller for a status round now.
+    pub fn poke(&self) {
         self.poke.notify_one();
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
     }
 
     /// True if a leader is known and was reachable at the last status round.
@@ -307,6 +306,14 @@ impl Topology {
     /// and the leader, which is the one named in the latest term by any node that answered last time.
     fn apply(&self, addr: &str, status: Option<StatusResponse>) {
         let mut known = self.known.write().expect("topology lock");
+        // The known leader's own answer settles its term (a redirect only guessed it): what it says if it
+        // still leads, else nothing, so that the others' claims replace it.
+        if let Some(l) = known.leader.as_mut().filter(|l| l.addr == addr) {
+            l.term = match &status {
+                Some(s) if s.role == Role::Leader as i32 => s.term,
+                _ => 0,
+            };
+        }
         let Some(node) = known.nodes.get_mut(addr) else {
             return;
         };
@@ -320,7 +327,7 @@ impl Topology {
         node.id = s.id;
         node.serving = s.serving;
         node.role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
-        node.claim = (s.leader_id != 0).then_some((s.term, s.leader_id));
+        node.claim = (s.leader_id != 0).then(|| (s.term, s.leader_id, s.leader_addr.clone()));
         // Members learned from the leader; nodes that left are dropped unless they are seeds.
         if node.role == Role::Leader {
             let members: Vec<String> = s
@@ -350,16 +357,25 @@ impl Topology {
     /// The leader is the one named in the latest term, among the nodes that answered, leaving out a node
     /// that did not answer itself. Waiting requests are woken only when the leader's address changes.
     fn choose_leader(&self, mut known: std::sync::RwLockWriteGuard<'_, Known>) {
-        let best = known
+        // A claim names the leader by its client address when the claimant knows it, else by id.
+        let resolve = |id: u64, addr: &str| -> Option<&NodeState> {
+            known
+                .nodes
+                .get(addr)
+                .or_else(|| known.nodes.values().find(|n| n.id == id))
+        };
+        let leader = known
             .nodes
             .values()
-            .filter_map(|n| n.claim)
-            .filter(|(_, id)| !known.nodes.values().any(|n| n.id == *id && n.failed_poll))
-            .max();
-        let leader = best.and_then(|(term, id)| {
-            let addr = known.nodes.values().find(|n| n.id == id)?.addr.clone();
-            Some(Leader { id, addr, term })
-        });
+            .filter_map(|n| n.claim.as_ref())
+            .filter_map(|(term, id, addr)| Some((*term, *id, resolve(*id, addr)?)))
+            .filter(|(_, _, n)| !n.failed_poll)
+            .max_by_key(|(term, id, _)| (*term, *id))
+            .map(|(term, id, n)| Leader {
+                id,
+                addr: n.addr.clone(),
+                term,
+            });
         if let (Some(new), Some(old)) = (&leader, &known.leader)
             && new.term < old.term
         {
