@@ -50,7 +50,7 @@ clippy: toolchain ## Lint every crate and target, warnings as errors.
 build: ## Release build of the workspace.
 	$(CARGO) build --workspace --release
 
-test: toolchain ## Format check, clippy, unit and integration tests, 1,500 simulator seeds, injected bugs caught.
+test: toolchain ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, injected bugs, e2e (where Docker runs).
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
