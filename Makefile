@@ -69,7 +69,8 @@ test: toolchain ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, inj
 
 # Offline: no cluster, kubectl or kustomize; PyPI once, for kubernetes-validate (into target/k8s-venv).
 k8s-check: ## Check k8s/ offline: strict schema validation, every pod's environment through check-config.
-	$(CARGO) build -p reinado-node -p reinado-proxy --bins
+	# With the test-harness feature, as `cargo test --workspace` builds them: no second build of the same bins.
+	$(CARGO) build -p reinado-node -p reinado-proxy --bins --features reinado-client/harness
 	bash scripts/k8s-check.sh
 
 # Each known bug must be caught within a bounded number of seeds, or the checkers have lost their teeth.
