@@ -215,6 +215,16 @@ def run_check_config(binary, hostname, env):
     return p.returncode, p.stdout, p.stderr
 
 
+def accepted_config(binary, pod, env, verbose):
+    """The configuration `binary check-config` prints for `pod`'s environment, which it must accept."""
+    code, out, err = run_check_config(binary, pod, env)
+    if verbose:
+        print(f"--- {pod}: {env}\n{out}{err}")
+    program = os.path.basename(binary)
+    expect(code == 0, f"{pod}: `{program} check-config` refused its environment (exit {code}): {err.strip()}")
+    return out
+
+
 def debug_field(out, name):
     """A scalar field of `{:#?}` output: `name: value,` (quotes removed)."""
     m = re.search(rf"^\s*{name}: (.*?),?$", out, re.M)
@@ -297,10 +307,7 @@ def check_nodes(docs, verbose):
     for ordinal in range(replicas + EXTRA_ORDINALS):
         pod = f"{NODE}-{ordinal}"
         env = pod_env(docs, sts, pod)
-        code, out, err = run_check_config(NODE_BIN, pod, env)
-        if verbose:
-            print(f"--- {pod}: {env}\n{out}{err}")
-        expect(code == 0, f"{pod}: `reinado-node check-config` refused its environment (exit {code}): {err.strip()}")
+        out = accepted_config(NODE_BIN, pod, env, verbose)
         node_id = int(debug_field(out, "node_id"))
         expect(node_id == ordinal + 1, f"{pod}: node id {node_id}, expected {ordinal + 1}")
         client_listen = debug_field(out, "client_listen")
@@ -352,10 +359,7 @@ def check_proxies(docs, sts, node_client_port, verbose):
 
     pod = f"{PROXY}-5d8f7c9b6-x2x7q"
     env = pod_env(docs, dep, pod)
-    code, out, err = run_check_config(PROXY_BIN, pod, env)
-    if verbose:
-        print(f"--- {pod}: {env}\n{out}{err}")
-    expect(code == 0, f"{pod}: `reinado-proxy check-config` refused its environment (exit {code}): {err.strip()}")
+    out = accepted_config(PROXY_BIN, pod, env, verbose)
     listen = debug_field(out, "listen")
     expect(listen == f"0.0.0.0:{ports[7000]}", f"{PROXY}: listens on {listen}, the Service sends to {ports[7000]}")
     nodes = re.findall(r'^\s*"([^"]+)",$', out.split("nodes:", 1)[1].split("]", 1)[0], re.M)

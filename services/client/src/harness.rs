@@ -17,6 +17,23 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// Runs `probe` every `every` until it succeeds, and returns what it gave; after `timeout`, returns its last
+/// error instead (the caller says what did not happen, with it).
+pub async fn poll_until<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
 /// The path of a workspace binary: `CARGO_BIN_EXE_<name>` when the test belongs to its package, else the
 /// target directory the test executable runs from (built with `cargo build` if missing).
 pub fn binary(name: &str) -> PathBuf {
@@ -365,8 +382,7 @@ impl LocalCluster {
 
     /// Waits until the running nodes agree on one leader that says it leads and serves; returns its id.
     pub async fn wait_leader(&mut self, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let found = poll_until(timeout, Duration::from_millis(50), async || {
             let st = self.statuses().await;
             let leaders: Vec<u64> = st
                 .values()
@@ -380,16 +396,18 @@ impl LocalCluster {
                     .filter(|s| s.role != Role::None as i32)
                     .all(|s| s.leader_id == leader && s.term == term);
                 if agreed {
-                    return leader;
+                    return Ok(leader);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(st)
+        })
+        .await;
+        found.unwrap_or_else(|st| {
+            panic!(
                 "no agreed leader within {timeout:?}: {st:#?}\n{}",
                 self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        })
     }
 
     /// Waits until `check` holds for the statuses, or panics after `timeout` with the statuses and logs.
@@ -399,19 +417,13 @@ impl LocalCluster {
         timeout: Duration,
         check: impl Fn(&BTreeMap<u64, StatusResponse>) -> bool,
     ) -> BTreeMap<u64, StatusResponse> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let found = poll_until(timeout, Duration::from_millis(50), async || {
             let st = self.statuses().await;
-            if check(&st) {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}: {st:#?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if check(&st) { Ok(st) } else { Err(st) }
+        })
+        .await;
+        found
+            .unwrap_or_else(|st| panic!("{what}: not within {timeout:?}: {st:#?}\n{}", self.logs()))
     }
 
     /// The last lines of every process's log, for failure messages.

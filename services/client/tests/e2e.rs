@@ -8,7 +8,7 @@
 //! Needs the images of `make images` and a Docker engine. Skipped, saying so, unless `E2E_COMPOSE` names the
 //! compose command (`docker compose` or `docker-compose`); `make e2e` sets it.
 
-use reinado_client::harness::free_port;
+use reinado_client::harness::{free_port, poll_until};
 use reinado_client::{Client, ClientOptions};
 use reinado_proto::v1::Consistency;
 use serde_json::Value;
@@ -199,42 +199,31 @@ impl Load {
             .unwrap_or_default()
     }
 
-    /// Waits for `n` writes acknowledged after `t`; returns when the first of them was.
-    async fn acks_after(&self, t: Instant, n: usize, what: &str) -> Instant {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let after: Vec<Instant> = self
-                .acked()
-                .into_iter()
-                .map(|(_, at)| at)
-                .filter(|at| *at > t)
-                .collect();
-            if after.len() >= n {
-                return after[0];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: only {} writes acknowledged in {WAIT:?} (failures: {:?})",
-                after.len(),
-                self.write_failures
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Waits for `n` writes acknowledged after `t`.
+    async fn acks_after(&self, t: Instant, n: usize, what: &str) {
+        let done = poll_until(WAIT, Duration::from_millis(20), async || {
+            let after = self.acked().iter().filter(|(_, at)| *at > t).count();
+            if after >= n { Ok(()) } else { Err(after) }
+        })
+        .await;
+        if let Err(after) = done {
+            let failures = self.write_failures.lock().unwrap();
+            let last: Vec<_> = failures.iter().rev().take(3).collect();
+            panic!("{what}: only {after} writes acknowledged in {WAIT:?} (failures: {last:?})");
         }
     }
 
     async fn reads_continue(&self, what: &str) {
         let start = self.reads.load(Ordering::Relaxed);
-        let deadline = Instant::now() + WAIT;
-        while self.reads.load(Ordering::Relaxed) < start + 10 {
-            assert!(Instant::now() < deadline, "{what}: reads stopped");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(WAIT, Duration::from_millis(50), async || {
+            if self.reads.load(Ordering::Relaxed) >= start + 10 {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await
+        .unwrap_or_else(|()| panic!("{what}: reads stopped"));
     }
 }
 
@@ -296,37 +285,33 @@ async fn reader(client: Client, load: Arc<Load>) {
 
 /// The leader the proxies report, once there is one that is not `not`.
 async fn leader(client: &Client, not: u64) -> u64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = client.status().await
-            && s.leader_id != 0
-            && s.leader_id != not
-        {
-            return s.leader_id;
+    poll_until(WAIT, Duration::from_millis(20), async || {
+        match client.status().await {
+            Ok(s) if s.leader_id != 0 && s.leader_id != not => Ok(s.leader_id),
+            _ => Err(()),
         }
-        assert!(Instant::now() < deadline, "no leader other than {not}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|()| panic!("no leader other than {not}"))
 }
 
 /// Waits until `id` is a serving follower that has applied at least `applied`; returns its status.
 async fn rejoined(compose: &Compose, id: u64, applied: u64, what: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    poll_until(WAIT, Duration::from_millis(500), async || {
         let members = compose.members();
         if let Some(m) = members.get(&id)
             && m["role"] == "follower"
             && m["health"] == "serving"
             && m["applied"].as_u64().unwrap_or(0) >= applied
         {
-            return m.clone();
+            return Ok(m.clone());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: node {id} did not rejoin as a serving follower: {members:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(members)
+    })
+    .await
+    .unwrap_or_else(|members| {
+        panic!("{what}: node {id} did not rejoin as a serving follower: {members:?}")
+    })
 }
 
 fn leader_commit(compose: &Compose) -> u64 {
@@ -491,14 +476,11 @@ async fn failover_in_containers() {
     let new = leader(&client, old).await;
     load.acks_after(Instant::now(), 20, "leader partitioned")
         .await;
-    let deadline = Instant::now() + WAIT;
-    while serves() {
-        assert!(
-            Instant::now() < deadline,
-            "the cut-off leader {old} still serves"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll_until(WAIT, Duration::from_millis(250), async || {
+        if serves() { Err(()) } else { Ok(()) }
+    })
+    .await
+    .unwrap_or_else(|()| panic!("the cut-off leader {old} still serves"));
     let stepped_down = cut.elapsed();
     let commit = leader_commit(&compose);
     docker_ok(&[
@@ -552,8 +534,7 @@ async fn failover_in_containers() {
         .reinado(&["put", "e2e-trace", "v"])
         .expect("a put from the client container");
     let sink = compose.container("otlp-sink");
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let traces = poll_until(WAIT, Duration::from_secs(1), async || {
         let logs = docker(&["logs", &sink]);
         let spans: Vec<Value> = String::from_utf8_lossy(&logs.stdout)
             .lines()
@@ -580,24 +561,22 @@ async fn failover_in_containers() {
             })
             .count();
         let (elections, changes) = (named("raft.election"), named("raft.leader_change"));
+        let seen = format!(
+            "{} spans, {elections} raft.election ({won} won), {changes} raft.leader_change, \
+             {end_to_end} traces through client, proxy and node",
+            spans.len()
+        );
         // A leader elected at the start, after each kill, after the pause and after the partition (one of
         // them may be lost with a node killed before its exporter's next batch).
         if won >= LEADER_KILLS + 2 && changes >= LEADER_KILLS && end_to_end > 0 {
-            eprintln!(
-                "e2e: 6. traces: {} spans, {elections} raft.election ({won} won), {changes} raft.leader_change, \
-                 {end_to_end} traces through client, proxy and node",
-                spans.len()
-            );
-            break;
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        assert!(
-            Instant::now() < deadline,
-            "traces missing: {} spans, {elections} elections ({won} won), {changes} leader changes, {end_to_end} \
-             client→proxy→node traces",
-            spans.len()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("traces missing: {seen}"));
+    eprintln!("e2e: 6. traces: {traces}");
 
     // At the end, every acknowledged write is read back from every node.
     let want: BTreeMap<String, String> = acked
@@ -606,8 +585,7 @@ async fn failover_in_containers() {
         .collect();
     for id in 1..=3u64 {
         let addr = format!("node{id}:7070");
-        let deadline = Instant::now() + WAIT;
-        let have = loop {
+        let have = poll_until(WAIT, Duration::from_millis(500), async || {
             let r = compose.reinado(&[
                 "--endpoints",
                 &addr,
@@ -634,15 +612,16 @@ async fn failover_in_containers() {
                 .unwrap_or_default();
             let missing = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).count();
             if missing == 0 {
-                break have;
+                Ok(have)
+            } else {
+                Err(format!(
+                    "lacks {missing} of {} acknowledged writes ({r:?})",
+                    want.len()
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "node {id} lacks {missing} of {} acknowledged writes ({r:?})",
-                want.len()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {id} {e}"));
         eprintln!(
             "e2e: node {id} holds all {} acknowledged writes ({} keys)",
             want.len(),

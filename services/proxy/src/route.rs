@@ -179,9 +179,7 @@ impl Router {
             ),
         })
     }
-}
 
-impl Router {
     /// Completes once the known leader is no longer at `addr`.
     async fn leader_moved_from(&self, addr: &str, changes: &mut watch::Receiver<u64>) {
         loop {

@@ -46,7 +46,8 @@ pub struct NodeState {
     /// The leader its last status named: (term, leader id, leader's client address if known); None if it
     /// named none or did not answer.
     claim: Option<(u64, u64, String)>,
-    /// Its last status request failed: whatever the others say, it cannot be the leader to send to.
+    /// Its last status request failed: whatever the others say, it cannot be the leader to send to. Unlike
+    /// `!reachable`, false for a node not asked yet (one a redirect just named, say).
     failed_poll: bool,
     /// A status request to it is under way (a slow node is not asked twice at once).
     polling: Arc<AtomicBool>,
