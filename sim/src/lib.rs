@@ -1,7 +1,9 @@
 //! # reinado-sim: the deterministic simulator
 //!
-//! Runs a Reinado cluster (the real Raft core, a model of the disk and network) in virtual time, with every
-//! choice drawn from one seed: message loss, duplication, reordering and delay; symmetric and one-way
+//! Runs a Reinado cluster in virtual time: each node is the node's own replica (`reinado_node::replica`: the
+//! Raft core, the state machine with its sessions and limits, proposals, reads, snapshots, membership, the
+//! start decision) over `reinado-storage`'s real write-ahead log on a fault-injecting file system; only the
+//! network, the clock and the disk are simulated. Every choice is drawn from one seed: message loss, duplication, reordering and delay; symmetric and one-way
 //! partitions; crashes that lose what was not fsynced; membership changes, leadership transfers and snapshots
 //! during all of that; and clients issuing put/get/delete/compare-and-swap with unique request ids. A seed
 //! reproduces a whole run, so a failure is replayed with `make sim SEED=<seed> VERBOSE=1`.
@@ -11,9 +13,8 @@
 //!
 //! ## Layout
 //! - `world.rs`: the event loop, network, faults, operator, clients and the two phases.
-//! - `server.rs`: one node: the Raft Ready loop over a disk that loses unsynced writes, the state machine,
-//!   client requests (writes through the log, reads through ReadIndex).
-//! - `kv.rs`: the replicated key-value state machine with its exactly-once session table.
+//! - `node.rs`: the simulator's driver of one replica (the counterpart of the node's tokio loop), and the
+//!   clients' operations as the node's own commands.
 //! - `faults.rs`: the fault mix drawn for each seed.
 //! - `checker.rs`: Election Safety, Log Matching, Leader Completeness, State Machine Safety.
 //! - `linearizability.rs`: the linearizability checker for the client history.
@@ -21,9 +22,8 @@
 
 pub mod checker;
 pub mod faults;
-pub mod kv;
 pub mod linearizability;
-pub mod server;
+pub mod node;
 pub mod world;
 
 pub use faults::Profile;

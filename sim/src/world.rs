@@ -1,13 +1,17 @@
 //! The simulated world: an event queue in virtual milliseconds, a network that loses, duplicates, delays and
-//! partitions, nodes that crash and restart, an operator that changes membership and transfers leadership,
-//! and clients whose history is checked for linearizability. Everything is drawn from one seed.
+//! partitions, nodes (the node's own replica over the real storage code) that crash, restart and lose
+//! unsynced data, an operator that changes membership and transfers leadership through the replica's own
+//! requests, and clients whose history is checked for linearizability. Everything is drawn from one seed.
 
 use crate::checker::{Checker, check_log_matching};
 use crate::faults::{Fault, FaultMix, Profile};
-use crate::kv::Command;
 use crate::linearizability::{self, KvOp, Operation};
-use crate::server::{Disk, Output, Request, Response, ServeOptions, Server};
-use reinado_raft::{Bugs, ConfChange, ConfChangeKind, Config, Message, NodeId, Raft, Rng, Role};
+use crate::node::{Request, Response, SimNode, SimWaiters};
+use reinado_node::config::Start;
+use reinado_node::replica::{self, Output, Settings};
+use reinado_proto::v1::MemberContext;
+use reinado_raft::{Bugs, Config, Message, NodeId, Raft, Rng, Role};
+use reinado_storage::FaultyFs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -35,6 +39,8 @@ pub struct SimConfig {
     pub bugs: Bugs,
     /// Deliberate bug in the nodes: serve reads locally without ReadIndex.
     pub read_without_read_index: bool,
+    /// Deliberate bugs in the replica.
+    pub replica_bugs: replica::Bugs,
     /// The family of fault mixes to draw from.
     pub profile: Profile,
 }
@@ -49,6 +55,7 @@ impl SimConfig {
             verbose: false,
             bugs: Bugs::default(),
             read_without_read_index: false,
+            replica_bugs: replica::Bugs::default(),
             profile: Profile::Swarm,
         }
     }
@@ -96,7 +103,6 @@ enum Event {
     Restart(NodeId),
     Heal,
     Fault,
-    Promote(NodeId),
     CrashLeader(NodeId, u64),
     Stop(NodeId),
     CheckLogs,
@@ -127,9 +133,11 @@ impl Ord for Scheduled {
 }
 
 struct Node {
-    server: Option<Server>,
-    /// The disk of a crashed node.
-    disk: Disk,
+    server: Option<SimNode>,
+    /// The node's disk: survives crashes, minus what was not synced.
+    fs: FaultyFs,
+    /// How the node starts: as an initial member, or joining.
+    start: Start,
     /// Bumped at each restart, so the ticks and fsyncs of an earlier life are ignored.
     incarnation: u64,
     tick_ms: u64,
@@ -138,6 +146,8 @@ struct Node {
 
 struct Client {
     seq: u64,
+    /// Every operation of this client numbered below this has had its answer (or was abandoned).
+    acked: u64,
     leader_hint: Option<NodeId>,
     /// The operation in flight: (request, index into the history, start time).
     current: Option<(Request, usize, u64)>,
@@ -174,6 +184,7 @@ impl World {
             Profile::LeaderChurn => FaultMix::leader_churn(&mut rng),
         };
         let voters: Vec<NodeId> = (1..=if rng.range(0, 2) == 0 { 3 } else { 5 }).collect();
+        let peers: BTreeMap<NodeId, String> = voters.iter().map(|&id| (id, addr(id))).collect();
         let mut world = World {
             mix,
             now: 0,
@@ -195,12 +206,12 @@ impl World {
             cfg,
         };
         for &id in &voters {
-            let raft = Raft::bootstrap(world.raft_config(id), &voters).expect("valid bootstrap");
-            world.add_node(id, raft, Disk::default());
+            world.add_node(id, Start::Bootstrap(peers.clone()));
         }
         for c in 0..world.mix.clients {
             world.clients.push(Client {
                 seq: 0,
+                acked: 0,
                 leader_hint: None,
                 current: None,
             });
@@ -226,21 +237,35 @@ impl World {
         cfg
     }
 
-    fn serve_options(&self) -> ServeOptions {
-        ServeOptions {
-            snapshot_every: self.mix.snapshot_every,
-            read_without_read_index: self.cfg.read_without_read_index,
+    fn settings(&mut self, id: NodeId, start: &Start) -> Settings {
+        Settings {
+            id,
+            client_addr: addr(id),
+            election_ticks: 10,
+            snapshot_entries: self.mix.snapshot_every,
+            request_timeout_ticks: ATTEMPT_TIMEOUT_MS / TICK_MS,
+            bootstrap_peers: match start {
+                Start::Bootstrap(peers) => peers.clone(),
+                Start::Join(_) => BTreeMap::new(),
+            },
+            incarnation: self.rng.next_u64(),
+            record_applied: true,
+            bugs: self.cfg.replica_bugs,
         }
     }
 
-    fn add_node(&mut self, id: NodeId, raft: Raft, disk: Disk) {
+    fn add_node(&mut self, id: NodeId, start: Start) {
         let tick_ms = TICK_MS - 1 + self.rng.range(0, 3);
-        let server = Server::start(raft, disk.clone(), self.serve_options());
+        let fs = FaultyFs::new(self.rng.next_u64());
+        let cfg = self.raft_config(id);
+        let settings = self.settings(id, &start);
+        let server = SimNode::start(&fs, cfg, &start, settings).expect("an empty disk opens");
         self.nodes.insert(
             id,
             Node {
                 server: Some(server),
-                disk,
+                fs,
+                start,
                 incarnation: 0,
                 tick_ms,
                 stopped: false,
@@ -304,19 +329,16 @@ impl World {
         match event {
             Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
             Event::Deliver(m) => self.on_deliver(m),
-            Event::Synced(id, incarnation) => {
-                self.with_server(id, Some(incarnation), |s, out| s.synced(out))
-            }
-            Event::ToNode(id, req) => self.with_server(id, None, |s, out| s.request(req, out)),
+            Event::Synced(id, incarnation) => self.on_synced(id, incarnation),
+            Event::ToNode(id, req) => self.on_request(id, req),
             Event::ToClient(req, resp) => self.on_reply(req, resp),
             Event::AttemptTimeout(client, attempt) => self.on_attempt_timeout(client, attempt),
             Event::ClientStart(client) => self.start_op(client),
             Event::Restart(id) => self.restart(id),
             Event::Heal => self.heal(),
             Event::Fault => self.inject_fault(),
-            Event::Promote(id) => self.promote(id),
             Event::CrashLeader(id, term) => {
-                let leads = self.nodes[&id].server.as_ref().map(|s| s.raft.status());
+                let leads = self.nodes[&id].server.as_ref().map(|s| s.raft().status());
                 if leads.is_some_and(|s| s.role == Role::Leader && s.term == term) {
                     self.trace(|| format!("fault: n{id}, new leader of term {term}, crashes"));
                     self.crash(id);
@@ -336,10 +358,7 @@ impl World {
             return;
         }
         let tick_ms = node.tick_ms;
-        self.with_server(id, None, |s, out| {
-            s.raft.tick();
-            s.drive(out);
-        });
+        self.with_server(id, None, |s, out| s.replica.tick(out));
         self.schedule(tick_ms, Event::Tick(id, incarnation));
     }
 
@@ -359,18 +378,46 @@ impl World {
             )
         });
         self.stats.messages += 1;
-        self.with_server(to, None, |s, out| {
-            s.raft.step(m);
-            s.drive(out);
-        });
+        self.with_server(to, None, |s, _| s.step(m));
     }
 
-    /// Runs `f` on a live node, then routes what it produced.
+    fn on_request(&mut self, id: NodeId, req: Request) {
+        let now = self.now;
+        let local_read = self.cfg.read_without_read_index;
+        let mut answered = None;
+        self.with_server(id, None, |s, out| match req.op {
+            KvOp::Get { key } if local_read => {
+                answered = Some(s.read_locally(req, key));
+                let _ = out;
+            }
+            _ => s.request(req, now, out),
+        });
+        if let Some(resp) = answered {
+            let delay = self.rng.range(1, 4);
+            self.schedule(delay, Event::ToClient(req, resp));
+        }
+    }
+
+    /// The waiting Ready's sync completes; a failed sync stops the node (it must never go on with a hole).
+    fn on_synced(&mut self, id: NodeId, incarnation: u64) {
+        let mut failed = None;
+        self.with_server(id, Some(incarnation), |s, out| {
+            if let Err(e) = s.sync(out) {
+                failed = Some(e.to_string());
+            }
+        });
+        if let Some(why) = failed {
+            self.trace(|| format!("n{id} stops: {why}"));
+            self.crash(id);
+        }
+    }
+
+    /// Runs `f` on a live node, takes its next Ready, then routes what it produced.
     fn with_server(
         &mut self,
         id: NodeId,
         incarnation: Option<u64>,
-        f: impl FnOnce(&mut Server, &mut Output),
+        f: impl FnOnce(&mut SimNode, &mut Output<SimWaiters>),
     ) {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
@@ -383,19 +430,34 @@ impl World {
         };
         let mut out = Output::default();
         f(server, &mut out);
+        let sync_needed = match server.write_ready(&mut out) {
+            Ok(took) => took,
+            Err(e) => {
+                let why = e.to_string();
+                self.trace(|| format!("n{id} stops: {why}"));
+                self.crash(id);
+                return;
+            }
+        };
         let incarnation = node.incarnation;
-        self.route(id, incarnation, out);
+        self.route(id, incarnation, out, sync_needed);
     }
 
-    fn route(&mut self, id: NodeId, incarnation: u64, out: Output) {
-        if let Some(term) = out.became_leader {
-            self.on_new_leader(id, term);
+    fn route(&mut self, id: NodeId, incarnation: u64, out: Output<SimWaiters>, sync_needed: bool) {
+        let term = self.nodes[&id]
+            .server
+            .as_ref()
+            .map_or(0, |s| s.raft().term());
+        for (role, _) in &out.role_changes {
+            if *role == Role::Leader {
+                self.on_new_leader(id, term);
+            }
         }
         if let Some(index) = out.installed_snapshot {
             self.trace(|| format!("n{id} installed a snapshot at {index}"));
             self.checker.on_state_reset(id, index);
         }
-        for (index, term, data) in &out.applied {
+        for (index, term, data) in &out.applied_entries {
             if let Err(v) = self.checker.on_applied(id, *index, *term, data) {
                 self.fail(v);
             }
@@ -404,11 +466,15 @@ impl World {
         for m in out.messages {
             self.send(m);
         }
-        for (req, resp) in out.replies {
+        let replies = match self.nodes[&id].server.as_ref() {
+            Some(s) => s.responses(out.answers),
+            None => Vec::new(),
+        };
+        for (req, resp) in replies {
             let delay = self.rng.range(1, 4);
             self.schedule(delay, Event::ToClient(req, resp));
         }
-        if out.sync_needed {
+        if sync_needed {
             let delay = self.rng.range(0, self.mix.fsync_max_ms + 1);
             self.schedule(delay, Event::Synced(id, incarnation));
         }
@@ -416,7 +482,7 @@ impl World {
 
     fn on_new_leader(&mut self, id: NodeId, term: u64) {
         self.trace(|| format!("n{id} became leader of term {term}"));
-        let raft = &self.nodes[&id].server.as_ref().expect("live").raft;
+        let raft = self.nodes[&id].server.as_ref().expect("live").raft();
         if let Err(v) = self.checker.on_leader(id, term, raft) {
             self.fail(v);
         }
@@ -466,7 +532,7 @@ impl World {
     fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft.status())))
+            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft().status())))
             .filter(|(_, s)| s.role == Role::Leader)
             .max_by_key(|(_, s)| s.term)
             .map(|(id, _)| id)
@@ -492,7 +558,8 @@ impl World {
         }
         let client = &mut self.clients[c as usize];
         client.seq += 1;
-        let seq = client.seq;
+        client.acked = client.seq;
+        let (seq, acked) = (client.seq, client.acked);
         let key = self.rng.range(0, KEYS);
         let value = (c + 1) << 32 | seq;
         let op = match self.rng.range(0, 10) {
@@ -512,7 +579,10 @@ impl World {
             }
         };
         let req = Request {
-            cmd: Command { client: c, seq, op },
+            client: c,
+            seq,
+            acked,
+            op,
             attempt: 0,
         };
         self.logical += 1;
@@ -531,7 +601,7 @@ impl World {
     fn send_attempt(&mut self, c: u64, req: Request) {
         let live: Vec<NodeId> = self.nodes.keys().copied().collect();
         let hint = self.clients[c as usize].leader_hint;
-        let is_read = matches!(req.cmd.op, KvOp::Get { .. });
+        let is_read = matches!(req.op, KvOp::Get { .. });
         let target = match hint {
             Some(h) if !is_read && self.rng.range(0, 4) != 0 => Some(h),
             _ => self.pick(&live),
@@ -548,7 +618,7 @@ impl World {
             return;
         };
         if self.now - started > OP_DEADLINE_MS {
-            self.trace(|| format!("client {c} gives up on {:?}: outcome unknown", req.cmd.op));
+            self.trace(|| format!("client {c} gives up on {:?}: outcome unknown", req.op));
             self.stats.ops_unknown += 1;
             self.clients[c as usize].current = None;
             let think = self.rng.range(0, 20);
@@ -564,11 +634,11 @@ impl World {
     }
 
     fn on_reply(&mut self, req: Request, resp: Response) {
-        let c = req.cmd.client;
+        let c = req.client;
         let Some((current, index, _)) = self.clients[c as usize].current else {
             return;
         };
-        if current.attempt != req.attempt || current.cmd.seq != req.cmd.seq {
+        if current.attempt != req.attempt || current.seq != req.seq {
             return;
         }
         match resp {
@@ -576,7 +646,7 @@ impl World {
                 self.logical += 1;
                 self.history[index].ret = self.logical;
                 self.history[index].output = Some(output);
-                self.trace(|| format!("client {c}: {:?} -> {output:?}", req.cmd.op));
+                self.trace(|| format!("client {c}: {:?} -> {output:?}", req.op));
                 self.stats.ops_ok += 1;
                 self.clients[c as usize].current = None;
                 let think = self.rng.range(0, 20);
@@ -587,6 +657,13 @@ impl World {
                 self.retry(c);
             }
             Response::Retry => self.retry(c),
+            Response::Failed => {
+                self.trace(|| format!("client {c}: {:?} refused: outcome unknown", req.op));
+                self.stats.ops_unknown += 1;
+                self.clients[c as usize].current = None;
+                let think = self.rng.range(0, 20);
+                self.schedule(think, Event::ClientStart(c));
+            }
         }
     }
 
@@ -646,9 +723,8 @@ impl World {
                 if let Some(l) = self.leader() {
                     self.trace(|| format!("fault: n{l} steps down"));
                     self.leaderless_since.get_or_insert(self.now);
-                    self.with_server(l, None, |s, out| {
-                        s.raft.step_down();
-                        s.drive(out);
+                    self.with_server(l, None, |s, _| {
+                        let _ = s.replica.step_down();
                     });
                 }
             }
@@ -660,39 +736,35 @@ impl World {
             self.leaderless_since.get_or_insert(self.now);
         }
         let node = self.nodes.get_mut(&id).expect("live");
-        let server = node.server.take().expect("live");
-        let unsynced = server.unsynced_entries() as u64;
-        let keep = self.rng.range(0, unsynced + 1) as usize;
-        let keep_hs = self.rng.range(0, 2) == 0;
-        let node = self.nodes.get_mut(&id).expect("live");
-        node.disk = server.crash(keep, keep_hs);
-        self.trace(|| format!("fault: n{id} crashes (kept {keep} of {unsynced} unsynced entries)"));
+        node.server = None;
+        // What was not synced is lost, except any prefix of it the seed lets survive (torn writes).
+        node.fs.crash();
+        self.trace(|| format!("fault: n{id} crashes"));
         let down = self.rng.range(20, self.mix.max_down_ms + 1);
         self.schedule(down, Event::Restart(id));
     }
 
     fn restart(&mut self, id: NodeId) {
-        let mut cfg = self.raft_config(id);
-        let node = self.nodes.get_mut(&id).expect("known");
+        let cfg = self.raft_config(id);
+        let node = &self.nodes[&id];
         if node.server.is_some() || node.stopped {
             return;
         }
-        node.incarnation += 1;
-        cfg.seed ^= node.incarnation;
-        let disk = node.disk.clone();
-        let raft = match Raft::new(cfg, Server::restore_from(&disk)) {
-            Ok(raft) => raft,
-            Err(e) => return self.fail(format!("node {id} cannot restart: {e}")),
+        let (fs, start) = (node.fs.clone(), node.start.clone());
+        let settings = self.settings(id, &start);
+        let server = match SimNode::start(&fs, cfg, &start, settings) {
+            Ok(server) => server,
+            Err(e) => return self.fail(format!("node {id} cannot restart: {}", e.0)),
         };
-        let snapshot_index = disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
-        let options = self.serve_options();
+        let snapshot_index = server.raft().snapshot().meta.index;
         let node = self.nodes.get_mut(&id).expect("known");
-        node.server = Some(Server::start(raft, disk, options));
+        node.incarnation += 1;
+        node.server = Some(server);
         let (incarnation, tick_ms) = (node.incarnation, node.tick_ms);
         self.checker.on_state_reset(id, snapshot_index);
         self.trace(|| format!("n{id} restarts from its disk (snapshot at {snapshot_index})"));
         self.schedule(tick_ms, Event::Tick(id, incarnation));
-        self.with_server(id, None, |s, out| s.drive(out));
+        self.with_server(id, None, |_, _| {});
     }
 
     fn isolate_one(&mut self) {
@@ -760,7 +832,7 @@ impl World {
             .server
             .as_ref()
             .expect("live")
-            .raft
+            .raft()
             .status()
             .conf
             .voters;
@@ -770,8 +842,11 @@ impl World {
         self.trace(|| format!("operator: transfer leadership n{leader} -> n{target}"));
         self.leaderless_since.get_or_insert(self.now);
         self.with_server(leader, None, |s, out| {
-            let _ = s.raft.transfer_leader(target);
-            s.drive(out);
+            let req = replica::Request::TransferLeader {
+                target: Some(target),
+                waiter: (),
+            };
+            s.replica.request(req, out);
         });
     }
 
@@ -781,7 +856,7 @@ impl World {
             .server
             .as_ref()
             .expect("live")
-            .raft
+            .raft()
             .status()
             .conf;
         let remove = conf.voters.len() > 3 || (conf.voters.len() == 3 && self.rng.range(0, 3) == 0);
@@ -789,75 +864,42 @@ impl World {
             let Some(id) = self.pick(&conf.voters) else {
                 return;
             };
-            let cc = ConfChange {
-                kind: ConfChangeKind::Remove,
-                node_id: id,
-                context: Vec::new(),
-            };
-            let ok = self.propose_conf(leader, cc);
-            if ok {
+            let req = replica::Request::RemoveMember { id, waiter: () };
+            if self.ask_leader(leader, req) {
                 self.trace(|| format!("operator: remove n{id}"));
                 self.schedule(200, Event::Stop(id));
             }
             return;
         }
         let id = self.next_node_id;
-        let cc = ConfChange {
-            kind: ConfChangeKind::AddLearner,
-            node_id: id,
-            context: Vec::new(),
+        let ctx = MemberContext {
+            peer_addr: addr(id),
+            client_addr: addr(id),
+            ..MemberContext::default()
         };
-        if self.propose_conf(leader, cc) {
+        let req = replica::Request::AddMember {
+            id,
+            ctx,
+            waiter: (),
+        };
+        if self.ask_leader(leader, req) {
             self.next_node_id += 1;
             self.trace(|| format!("operator: add n{id} as a learner"));
-            let cfg = self.raft_config(id);
-            let raft = Raft::new(cfg, Default::default()).expect("valid config");
-            self.add_node(id, raft, Disk::default());
-            self.schedule(100, Event::Promote(id));
+            self.add_node(id, Start::Join(addr(leader)));
         }
     }
 
-    fn propose_conf(&mut self, leader: NodeId, cc: ConfChange) -> bool {
-        let mut ok = false;
+    /// Sends an operator's request to the leader; true if the leader took it (proposed it).
+    fn ask_leader(&mut self, leader: NodeId, req: replica::Request<SimWaiters>) -> bool {
+        let mut refused = false;
         self.with_server(leader, None, |s, out| {
-            ok = s.raft.propose_conf_change(cc).is_ok();
-            s.drive(out);
+            s.replica.request(req, out);
+            refused = out
+                .answers
+                .iter()
+                .any(|a| matches!(a, replica::Answer::Members(_, Err(_))));
         });
-        ok
-    }
-
-    /// Promotes a learner once it has caught up with the leader; checks again later otherwise.
-    fn promote(&mut self, id: NodeId) {
-        let Some(leader) = self.leader() else {
-            return self.schedule(100, Event::Promote(id));
-        };
-        let status = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft
-            .status();
-        if !status.conf.learners.contains(&id) {
-            // Not a learner (yet): its addition may still be uncommitted, or was lost. A node that never
-            // becomes a member just idles; it is never counted in the convergence check.
-            if !status.conf.voters.contains(&id) && !self.healed {
-                self.schedule(100, Event::Promote(id));
-            }
-            return;
-        }
-        let caught_up = status
-            .peers
-            .iter()
-            .any(|p| p.id == id && p.match_index + 5 >= status.last_index);
-        let cc = ConfChange {
-            kind: ConfChangeKind::AddVoter,
-            node_id: id,
-            context: Vec::new(),
-        };
-        if caught_up && self.propose_conf(leader, cc) {
-            self.trace(|| format!("operator: promote n{id}"));
-        }
-        self.schedule(100, Event::Promote(id));
+        !refused
     }
 
     /// Shuts down a node that is no longer a member (checked against the membership in force).
@@ -866,7 +908,7 @@ impl World {
             .nodes
             .values()
             .filter_map(|n| n.server.as_ref())
-            .map(|s| s.raft.status())
+            .map(|s| s.raft().status())
             .max_by_key(|s| s.commit)
             .is_none_or(|s| s.conf.contains(id));
         if still_member {
@@ -913,7 +955,7 @@ impl World {
         let live: Vec<(NodeId, &Raft)> = self
             .nodes
             .iter()
-            .filter_map(|(&id, n)| Some((id, &n.server.as_ref()?.raft)))
+            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft())))
             .collect();
         let mut found = None;
         'pairs: for (i, &a) in live.iter().enumerate() {
@@ -935,18 +977,19 @@ impl World {
         self.schedule(50, Event::CheckConverged);
         let Some(leader) = self.leader() else { return };
         let lead = self.nodes[&leader].server.as_ref().expect("live");
-        let status = lead.raft.status();
+        let status = lead.raft().status();
         if status.commit != status.last_index || self.clients.iter().any(|c| c.current.is_some()) {
             return;
         }
+        let image = lead.state_image();
         for id in status.conf.members() {
             let Some(s) = self.nodes.get(&id).and_then(|n| n.server.as_ref()) else {
                 return;
             };
-            let st = s.raft.status();
+            let st = s.raft().status();
             if st.applied != status.last_index
                 || st.last_index != status.last_index
-                || s.kv != lead.kv
+                || s.state_image() != image
             {
                 return;
             }
@@ -967,7 +1010,7 @@ impl World {
             .iter()
             .map(|(id, n)| match &n.server {
                 Some(s) => {
-                    let st = s.raft.status();
+                    let st = s.raft().status();
                     format!(
                         "n{id}: {:?} term {} commit {} applied {} last {} conf {:?} state {:016x}",
                         st.role,
@@ -976,7 +1019,7 @@ impl World {
                         st.applied,
                         st.last_index,
                         st.conf.voters,
-                        crate::checker::fingerprint(&s.kv.encode())
+                        crate::checker::fingerprint(&s.state_image())
                     )
                 }
                 None if n.stopped => format!("n{id}: stopped"),
@@ -986,6 +1029,11 @@ impl World {
         let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
         format!("{}; {busy} clients still waiting", nodes.join("; "))
     }
+}
+
+/// A node's address (the simulated network routes by id; addresses only name the members).
+fn addr(id: NodeId) -> String {
+    format!("n{id}:7070")
 }
 
 fn describe(m: &Message) -> String {

@@ -3,8 +3,11 @@
 //! ## Layout
 //! - [`config`]: configuration from `REINADO_*` environment variables.
 //! - [`state`]: the replicated key-value state machine (revisions, sessions, members, watch history).
-//! - [`raft_loop`]: the task that owns the Raft core: ticks, messages, proposals, `Ready`s, apply.
-//! - [`wal`]: persistence of each Ready batch (write-ahead log and snapshots, group commit: one fsync a batch).
+//! - [`replica`]: everything a member decides, with no I/O: the Raft core, proposals and their waiters, reads,
+//!   apply, sessions and limits (through [`state`]), snapshots, membership, the start decision. The node's loop
+//!   and the simulator (`reinado-sim`) both drive it.
+//! - [`raft_loop`]: the tokio shell around the replica: timers, channels, the WAL's fsync on the loop's
+//!   thread (group commit: one fsync a batch), messages out, answers to the API.
 //! - [`transport`]: Raft traffic between nodes (gRPC streams, bounded queues, keepalive, reconnects).
 //! - [`api`]: the client-facing gRPC services (Kv, Cluster, Fault) and input validation.
 //! - [`server`]: startup (storage, core, servers, join) and the orderly shutdown.
@@ -18,7 +21,7 @@ pub mod error;
 pub mod identity;
 pub mod join;
 pub mod raft_loop;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod transport;
-pub mod wal;

@@ -3,17 +3,14 @@
 
 use crate::api::{ApiParts, NodeApi};
 use crate::config::{Config, Start};
-use crate::raft_loop::{self, Parts, RaftLoop, Settings, View};
-use crate::state::StateMachine;
+use crate::raft_loop::{self, Parts, RaftLoop, Timing, View};
+use crate::replica::{self, Replica, Settings};
 use crate::transport::{self, Identity, Isolation, PeerService, Transport};
-use crate::wal::Wal;
 use anyhow::Context as _;
-use prost::Message as _;
 use reinado_client::channel::ChannelOptions;
 use reinado_proto::raft::v1::raft_peer_server::RaftPeerServer;
-use reinado_proto::v1::MemberContext;
-use reinado_raft::{Raft, Restore, Role};
-use reinado_storage::{DiskStorage, Options, Recovered};
+use reinado_raft::Role;
+use reinado_storage::{DiskStorage, Options};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -44,12 +41,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let raft_dir = cfg.data_dir.join("raft");
     let (storage, recovered) = DiskStorage::open(&raft_dir, Options::default())
         .with_context(|| format!("opening the storage in {}", raft_dir.display()))?;
-    let fresh = is_empty(&recovered);
-    let state = match &recovered.snapshot {
-        Some(s) => StateMachine::restore(&s.data, s.meta.index, cfg.state_limits)?,
-        None => StateMachine::new(cfg.state_limits),
+    let raft_cfg = reinado_raft::Config {
+        election_ticks: cfg.election_ticks,
+        heartbeat_ticks: 1,
+        seed: rand::random(),
+        ..reinado_raft::Config::new(cfg.node_id)
     };
-    let raft = core(&cfg, recovered, fresh)?;
+    let opened = replica::open(raft_cfg, &cfg.start, recovered, cfg.state_limits)?;
+    let fresh = opened.fresh;
     info!(
         node = cfg.node_id,
         cluster = %cfg.cluster_id,
@@ -69,10 +68,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         peer_addr: cfg.advertise_peer_addr.clone(),
     };
     let isolation = Arc::new(Isolation::default());
-    let state = Arc::new(RwLock::new(state));
+    let state = Arc::new(RwLock::new(opened.state));
     let (inbox_tx, inbox) = mpsc::channel(INBOX);
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
-    let (applied_tx, applied) = watch::channel(raft.applied());
+    let (applied_tx, applied) = watch::channel(opened.raft.applied());
     let (view_tx, view) = watch::channel(initial_view());
     let (loop_stop_tx, loop_stop) = watch::channel(false);
     let (client_stop_tx, client_stop) = watch::channel(false);
@@ -80,27 +79,32 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let settings = Settings {
         id: cfg.node_id,
         client_addr: cfg.advertise_client_addr.clone(),
-        tick: cfg.tick,
-        election_timeout: cfg.election_timeout(),
+        election_ticks: cfg.election_ticks as u64,
         snapshot_entries: cfg.snapshot_entries,
-        request_timeout: cfg.limits.request_timeout,
-        shutdown_timeout: cfg.shutdown_timeout,
+        request_timeout_ticks: ticks(cfg.limits.request_timeout, cfg.tick),
         bootstrap_peers: match &cfg.start {
             Start::Bootstrap(peers) => peers.clone(),
             Start::Join(_) => BTreeMap::new(),
         },
+        incarnation: rand::random(),
+        record_applied: false,
+        bugs: replica::Bugs::default(),
+    };
+    let timing = Timing {
+        tick: cfg.tick,
+        shutdown_timeout: cfg.shutdown_timeout,
     };
     let parts = Parts {
-        wal: Wal::new(storage),
+        storage,
         transport: Transport::new(identity.clone(), PEER_CHANNEL, isolation.clone()),
-        state: state.clone(),
         applied: applied_tx,
         view: view_tx,
         inbox,
         requests,
         shutdown: loop_stop,
     };
-    let (raft_loop, inputs) = RaftLoop::new(raft, settings, parts);
+    let replica = Replica::new(opened.raft, state.clone(), settings);
+    let (raft_loop, inputs) = RaftLoop::new(replica, timing, parts);
     let mut loop_task = tokio::spawn(raft_loop.run(inputs));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -194,45 +198,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(result?)
 }
 
-/// True if storage holds nothing: a node that never ran.
-fn is_empty(r: &Recovered) -> bool {
-    r.hard_state == Default::default() && r.snapshot.is_none() && r.entries.is_empty()
-}
-
-/// The Raft core: restored from storage, or bootstrapped, or empty and waiting to be added (join).
-fn core(cfg: &Config, recovered: Recovered, fresh: bool) -> anyhow::Result<Raft> {
-    let raft_cfg = reinado_raft::Config {
-        election_ticks: cfg.election_ticks,
-        heartbeat_ticks: 1,
-        seed: rand::random(),
-        ..reinado_raft::Config::new(cfg.node_id)
-    };
-    let raft = match (&cfg.start, fresh) {
-        (Start::Bootstrap(peers), true) => {
-            // Every initial member writes the same entries: the peer addresses from REINADO_PEERS only.
-            let members: Vec<_> = peers
-                .iter()
-                .map(|(&id, addr)| {
-                    let ctx = MemberContext {
-                        peer_addr: addr.clone(),
-                        ..MemberContext::default()
-                    };
-                    (id, ctx.encode_to_vec())
-                })
-                .collect();
-            Raft::bootstrap_with_context(raft_cfg, &members)?
-        }
-        (Start::Join(_), true) => Raft::new(raft_cfg, Restore::default())?,
-        (_, false) => Raft::new(
-            raft_cfg,
-            Restore {
-                hard_state: recovered.hard_state,
-                snapshot: recovered.snapshot,
-                entries: recovered.entries,
-            },
-        )?,
-    };
-    Ok(raft)
+/// `duration` in whole ticks, at least one.
+fn ticks(duration: Duration, tick: Duration) -> u64 {
+    (duration.as_millis() / tick.as_millis().max(1)).max(1) as u64
 }
 
 async fn bind(addr: std::net::SocketAddr, var: &str) -> anyhow::Result<TcpListener> {

@@ -139,10 +139,12 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 3] = [
+const BUGS: [&str; 5] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
+    "reuse-read-context",
+    "ack-before-fsync",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -155,6 +157,8 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("vote-without-log-check") => cfg.bugs.vote_without_log_check = true,
         Some("commit-previous-term") => cfg.bugs.commit_previous_term = true,
         Some("read-without-read-index") => cfg.read_without_read_index = true,
+        Some("reuse-read-context") => cfg.replica_bugs.reuse_read_context = true,
+        Some("ack-before-fsync") => cfg.replica_bugs.ack_before_fsync = true,
         _ => {}
     }
     cfg

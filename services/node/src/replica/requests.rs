@@ -1,12 +1,11 @@
-//! The requests the Raft loop serves for the API: writes, read indexes, membership changes, leadership
-//! transfers, status and log entries.
+//! The requests a replica serves: writes, membership changes, leadership transfers, step-down, status and
+//! log entries.
 
-use super::{PendingWrite, RaftLoop, Reply, Request};
+use super::{Answer, Output, PendingWrite, Replica, Waiters};
 use crate::error::NodeError;
 use prost::Message as _;
-use reinado_proto::v1::{MemberContext, WriteOutcome};
+use reinado_proto::v1::MemberContext;
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, Index, NodeId, Role, Term};
-use std::time::Instant;
 use tracing::{info, info_span};
 
 /// A learner is promoted once it is at most this many entries behind the leader's log.
@@ -64,38 +63,22 @@ pub struct StatusReport {
     pub quota_bytes: u64,
 }
 
-impl RaftLoop {
-    pub(super) fn on_request(&mut self, req: Request) {
-        match req {
-            Request::Write { data, span, reply } => self.propose_write(data, span, reply),
-            Request::ReadIndex { reply } => self.read_batch.push(reply),
-            Request::AddMember { id, ctx, reply } => self.add_member(id, ctx, reply),
-            Request::RemoveMember { id, reply } => self.remove_member(id, reply),
-            Request::TransferLeader { target, reply } => self.transfer(target, reply),
-            Request::Status { reply } => {
-                let _ = reply.send(Ok(self.status_report()));
-            }
-            Request::LogEntry { index, reply } => {
-                let _ = reply.send(self.log_entry(index));
-            }
-            Request::StepDown { reply } => {
-                let result = if self.raft.soft_state().role == Role::Leader {
-                    let term = self.raft.term();
-                    self.raft.step_down();
-                    info!(term, "stepped down on request (Fault API)");
-                    Ok(format!(
-                        "node {} stepped down from leading term {term}",
-                        self.settings.id
-                    ))
-                } else {
-                    Err(NodeError::FailedPrecondition(format!(
-                        "node {} is not the leader",
-                        self.settings.id
-                    )))
-                };
-                let _ = reply.send(result);
-            }
+impl<W: Waiters> Replica<W> {
+    /// A leader steps down (Fault API).
+    pub fn step_down(&mut self) -> Result<String, NodeError> {
+        if self.raft.soft_state().role != Role::Leader {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {} is not the leader",
+                self.settings.id
+            )));
         }
+        let term = self.raft.term();
+        self.raft.step_down();
+        info!(term, "stepped down on request (Fault API)");
+        Ok(format!(
+            "node {} stepped down from leading term {term}",
+            self.settings.id
+        ))
     }
 
     /// The error for a request the core refused.
@@ -117,27 +100,41 @@ impl RaftLoop {
         }
     }
 
-    fn propose_write(&mut self, data: Vec<u8>, span: tracing::Span, reply: Reply<WriteOutcome>) {
+    pub(super) fn propose_write(
+        &mut self,
+        data: Vec<u8>,
+        span: tracing::Span,
+        waiter: W::Write,
+        out: &mut Output<W>,
+    ) {
         match self.raft.propose(data) {
             Ok((index, term)) => {
                 let commit_span = info_span!(parent: &span, "raft.commit", index, term);
                 let pending = PendingWrite {
                     term,
-                    reply,
+                    waiter,
                     commit_span,
                     request_span: span,
                 };
                 if let Some(old) = self.writes.insert(index, pending) {
-                    let _ = old.reply.send(Err(NodeError::LeadershipLost));
+                    out.answers
+                        .push(Answer::Write(old.waiter, Err(NodeError::LeadershipLost)));
                 }
             }
             Err(e) => {
-                let _ = reply.send(Err(self.core_error(e)));
+                let err = self.core_error(e);
+                out.answers.push(Answer::Write(waiter, Err(err)));
             }
         }
     }
 
-    fn add_member(&mut self, id: NodeId, ctx: MemberContext, reply: Reply<Vec<MemberInfo>>) {
+    pub(super) fn add_member(
+        &mut self,
+        id: NodeId,
+        ctx: MemberContext,
+        waiter: W::Members,
+        out: &mut Output<W>,
+    ) {
         if self.raft.conf().contains(id) {
             let known = self
                 .state
@@ -154,7 +151,7 @@ impl RaftLoop {
                 ))),
                 None => Ok(self.members()),
             };
-            let _ = reply.send(result);
+            out.answers.push(Answer::Members(waiter, result));
             return;
         }
         let cc = ConfChange {
@@ -162,13 +159,13 @@ impl RaftLoop {
             node_id: id,
             context: ctx.encode_to_vec(),
         };
-        self.propose_member_change(cc, reply);
+        self.propose_member_change(cc, waiter, out);
     }
 
-    fn remove_member(&mut self, id: NodeId, reply: Reply<Vec<MemberInfo>>) {
+    pub(super) fn remove_member(&mut self, id: NodeId, waiter: W::Members, out: &mut Output<W>) {
         if !self.raft.conf().contains(id) {
             let err = NodeError::NotFound(format!("node {id} is not a member"));
-            let _ = reply.send(Err(err));
+            out.answers.push(Answer::Members(waiter, Err(err)));
             return;
         }
         let cc = ConfChange {
@@ -176,24 +173,25 @@ impl RaftLoop {
             node_id: id,
             context: Vec::new(),
         };
-        self.propose_member_change(cc, reply);
+        self.propose_member_change(cc, waiter, out);
     }
 
-    fn propose_member_change(&mut self, cc: ConfChange, reply: Reply<Vec<MemberInfo>>) {
+    fn propose_member_change(&mut self, cc: ConfChange, waiter: W::Members, out: &mut Output<W>) {
         let (kind, node) = (cc.kind, cc.node_id);
         match self.raft.propose_conf_change(cc) {
             Ok((index, term)) => {
                 info!(?kind, node, index, "membership change proposed");
-                self.conf_waiters.insert(index, (term, reply));
+                self.conf_waiters.insert(index, (term, waiter));
             }
             Err(e) => {
-                let _ = reply.send(Err(self.core_error(e)));
+                let err = self.core_error(e);
+                out.answers.push(Answer::Members(waiter, Err(err)));
             }
         }
     }
 
-    pub(super) fn answer_conf_change(&mut self, index: Index, term: Term) {
-        let Some((proposed_in, reply)) = self.conf_waiters.remove(&index) else {
+    pub(super) fn answer_conf_change(&mut self, index: Index, term: Term, out: &mut Output<W>) {
+        let Some((proposed_in, waiter)) = self.conf_waiters.remove(&index) else {
             return;
         };
         let result = if proposed_in == term {
@@ -201,7 +199,7 @@ impl RaftLoop {
         } else {
             Err(NodeError::LeadershipLost)
         };
-        let _ = reply.send(result);
+        out.answers.push(Answer::Members(waiter, result));
     }
 
     /// A leader promotes a learner that caught up, unless it was added to stay a learner. One change at a
@@ -234,41 +232,57 @@ impl RaftLoop {
         }
     }
 
-    fn transfer(&mut self, target: Option<NodeId>, reply: Reply<NodeId>) {
+    pub(super) fn transfer(
+        &mut self,
+        target: Option<NodeId>,
+        waiter: W::Leader,
+        out: &mut Output<W>,
+    ) {
         let me = self.settings.id;
         if self.raft.soft_state().role != Role::Leader {
             let leader = self.raft.soft_state().leader;
             let err = self.core_error(reinado_raft::Error::NotLeader { leader });
-            let _ = reply.send(Err(err));
+            out.answers.push(Answer::Leader(waiter, Err(err)));
             return;
         }
         let Some(target) = target.or_else(|| self.most_caught_up_voter()) else {
             let err = NodeError::FailedPrecondition(
                 "there is no other voter to hand leadership to".into(),
             );
-            let _ = reply.send(Err(err));
+            out.answers.push(Answer::Leader(waiter, Err(err)));
             return;
         };
         if target == me {
-            let _ = reply.send(Ok(me));
+            out.answers.push(Answer::Leader(waiter, Ok(me)));
             return;
         }
         match self.raft.transfer_leader(target) {
             Ok(()) => {
                 info!(target, "transferring leadership");
-                let deadline = Instant::now() + 2 * self.settings.election_timeout;
-                self.transfers.push((target, deadline, reply));
+                let deadline = self.ticks + 2 * self.settings.election_ticks;
+                self.transfers.push((target, deadline, waiter));
             }
             Err(e) => {
-                let _ = reply.send(Err(self.core_error(e)));
+                let err = self.core_error(e);
+                out.answers.push(Answer::Leader(waiter, Err(err)));
             }
         }
     }
 
+    /// Starts handing leadership to the most caught-up voter (on shutdown); returns the target.
+    pub fn hand_over(&mut self) -> Option<NodeId> {
+        if self.raft.soft_state().role != Role::Leader {
+            return None;
+        }
+        let target = self.most_caught_up_voter()?;
+        self.raft.transfer_leader(target).ok()?;
+        Some(target)
+    }
+
     /// Answers the transfers waiting for `leader`.
-    pub(super) fn complete_transfers(&mut self, leader: Option<NodeId>) {
+    pub(super) fn complete_transfers(&mut self, leader: Option<NodeId>, out: &mut Output<W>) {
         let Some(leader) = leader else { return };
-        for (target, _, reply) in self.transfers.drain(..) {
+        for (target, _, waiter) in self.transfers.drain(..) {
             let result = if leader == target {
                 Ok(leader)
             } else {
@@ -276,24 +290,25 @@ impl RaftLoop {
                     "leadership went to node {leader}, not {target}"
                 )))
             };
-            let _ = reply.send(result);
+            out.answers.push(Answer::Leader(waiter, result));
         }
     }
 
-    pub(super) fn expire_transfers(&mut self) {
-        let now = Instant::now();
+    pub(super) fn expire_transfers(&mut self, out: &mut Output<W>) {
+        let now = self.ticks;
         let (expired, waiting): (Vec<_>, Vec<_>) = self
             .transfers
             .drain(..)
             .partition(|(_, deadline, _)| now >= *deadline);
         self.transfers = waiting;
-        for (_, _, reply) in expired {
-            let _ = reply.send(Err(NodeError::Timeout("the leadership transfer")));
+        for (_, _, waiter) in expired {
+            let err = NodeError::Timeout("the leadership transfer");
+            out.answers.push(Answer::Leader(waiter, Err(err)));
         }
     }
 
     /// The voter (other than this node) with the highest match index among those recently heard from.
-    pub(super) fn most_caught_up_voter(&self) -> Option<NodeId> {
+    fn most_caught_up_voter(&self) -> Option<NodeId> {
         self.raft
             .status()
             .peers
@@ -304,7 +319,7 @@ impl RaftLoop {
     }
 
     /// The members with their addresses and, on a leader, their progress.
-    fn members(&self) -> Vec<MemberInfo> {
+    pub fn members(&self) -> Vec<MemberInfo> {
         let status = self.raft.status();
         let sm = self.state.read().expect("state lock");
         let conf = &status.conf;
@@ -344,7 +359,8 @@ impl RaftLoop {
             .collect()
     }
 
-    fn status_report(&self) -> StatusReport {
+    /// The node's state, for `Status`.
+    pub fn status_report(&self) -> StatusReport {
         let status = self.raft.status();
         let (db_size_bytes, quota_bytes) = {
             let sm = self.state.read().expect("state lock");
@@ -371,7 +387,8 @@ impl RaftLoop {
         }
     }
 
-    fn log_entry(&self, index: Index) -> Result<Entry, NodeError> {
+    /// The committed entry at `index`.
+    pub fn log_entry(&self, index: Index) -> Result<Entry, NodeError> {
         let commit = self.raft.commit();
         let snapshot = self.raft.snapshot().meta.index;
         if index == 0 {
