@@ -27,6 +27,10 @@ pub struct Config {
     pub max_apply_bytes: usize,
     /// Seeds the randomized election timeout.
     pub seed: u64,
+    /// Checks a snapshot received from a leader once its last chunk has arrived (a checksum, say); a snapshot
+    /// it calls bad is discarded, never installed, and the leader is asked to send it again from offset 0. A
+    /// plain function of the bytes, so the core stays pure and deterministic. `None` accepts every snapshot.
+    pub verify_snapshot: Option<fn(&[u8]) -> bool>,
     /// Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set in production.
     pub bugs: Bugs,
 }
@@ -54,6 +58,7 @@ impl Config {
             snapshot_chunk_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
             seed: id,
+            verify_snapshot: None,
             bugs: Bugs::default(),
         }
     }

@@ -106,7 +106,8 @@ impl Raft {
         self.send(leader, body);
     }
 
-    /// InstallSnapshot receiver (§7), one chunk at a time.
+    /// InstallSnapshot receiver (§7), one chunk at a time. Chunks are assembled only within one stream (see
+    /// [`IncomingSnapshot`]); the last one is checked by `verify_snapshot` before the snapshot is installed.
     fn handle_snapshot_chunk(
         &mut self,
         leader: NodeId,
@@ -121,16 +122,21 @@ impl Raft {
             self.incoming_snapshot = None;
             return self.answer_snapshot(leader, index, offset + data.len() as u64, false, true);
         }
-        let same = self
+        let term = self.term;
+        let same_stream = self
             .incoming_snapshot
             .as_ref()
-            .is_some_and(|s| s.meta.index == index && s.meta.term == meta.term);
-        if !same {
+            .is_some_and(|s| s.from == leader && s.term == term && s.meta == meta);
+        if !same_stream {
+            // Another stream, or none: what was assembled so far is not this sender's, so it is dropped.
+            self.incoming_snapshot = None;
             if offset != 0 {
                 return self.answer_snapshot(leader, index, 0, true, false);
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
-                meta: meta.clone(),
+                from: leader,
+                term,
+                meta,
                 data: Vec::new(),
             });
         }
@@ -146,6 +152,14 @@ impl Raft {
             return self.answer_snapshot(leader, index, have, false, false);
         }
         let incoming = self.incoming_snapshot.take().expect("set above");
+        if self
+            .cfg
+            .verify_snapshot
+            .is_some_and(|ok| !ok(&incoming.data))
+        {
+            // Bad bytes are never installed: ask the leader for the whole snapshot again.
+            return self.answer_snapshot(leader, index, 0, true, false);
+        }
         self.install_snapshot(Snapshot {
             meta: incoming.meta,
             data: incoming.data,

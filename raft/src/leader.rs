@@ -67,9 +67,9 @@ impl Raft {
             MessageBody::SnapshotResponse {
                 index,
                 next_offset,
+                reject,
                 done,
-                ..
-            } => self.handle_snapshot_response(m.from, index, next_offset, done),
+            } => self.handle_snapshot_response(m.from, index, next_offset, reject, done),
             MessageBody::ReadIndex { ctx } => self.leader_read(m.from, ctx),
             _ => {}
         }
@@ -301,15 +301,27 @@ impl Raft {
         from: NodeId,
         index: Index,
         next_offset: u64,
+        reject: bool,
         done: bool,
     ) {
+        let chunk = self.cfg.snapshot_chunk_bytes as u64;
+        let total = self.log.snapshot.data.len() as u64;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        let ProgressState::Snapshot { index: sending, .. } = pr.state else {
+        let ProgressState::Snapshot {
+            index: sending,
+            offset: sent,
+        } = pr.state
+        else {
             return;
         };
-        if done {
+        if reject && next_offset == 0 && index == sending && sent + chunk >= total {
+            // The whole snapshot arrived and the follower refused it (its check failed): it goes again from
+            // offset 0, but only when the stall timer fires, so that a bad image is not resent in a tight loop.
+            pr.state = ProgressState::Snapshot { index, offset: 0 };
+            pr.snapshot_ticks = 0;
+        } else if done {
             pr.match_index = pr.match_index.max(index);
             pr.become_probe(index + 1);
             self.send_append(from, true);
@@ -422,10 +434,7 @@ impl Raft {
                     .or_insert_with(|| Progress::new(next));
                 self.need_broadcast = true;
             }
-            ConfChangeKind::Remove if id == me => {
-                let term = self.term;
-                self.become_follower(term, None);
-            }
+            ConfChangeKind::Remove if id == me => self.hand_over_after_removal(),
             ConfChangeKind::Remove => {
                 self.progress.remove(&id);
                 if self.transferee == Some(id) {
@@ -434,6 +443,53 @@ impl Raft {
             }
             _ => {}
         }
+    }
+
+    /// Thesis §4.2.2: the leader's own removal committed, so it steps down; but the other members take the
+    /// change into force only once they learn it is committed, and until then their configuration still counts
+    /// this node's vote. So first every remaining member is sent the commit index, and the most caught-up
+    /// voter is told to campaign at once (TimeoutNow, thesis §3.10) in the new configuration. These are a
+    /// leader's messages of its own durable term: they may leave before the log write (thesis §10.2.1).
+    fn hand_over_after_removal(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for &id in &peers {
+            self.send_commit_index(id);
+        }
+        let successor = peers
+            .iter()
+            .filter(|&&id| self.conf.is_voter(id))
+            .max_by_key(|&&id| (self.progress[&id].match_index, std::cmp::Reverse(id)));
+        if let Some(&successor) = successor {
+            self.send(successor, MessageBody::TimeoutNow);
+        }
+        let term = self.term;
+        self.become_follower(term, None);
+    }
+
+    /// Sends `id` the commit index whatever its flow control says (the leader is about to step down): an append
+    /// from its match index, where the logs are known to agree, so that a peer missing the newest entries gets
+    /// them too (it commits only up to the last entry it matched, §5.3). A peer whose match index was compacted
+    /// away gets a heartbeat, which carries no more than that match index.
+    fn send_commit_index(&mut self, id: NodeId) {
+        let matched = self.progress[&id].match_index;
+        let commit = self.log.commit;
+        let body = match self.log.term(matched) {
+            Some(prev_log_term) => MessageBody::Append {
+                prev_log_index: matched,
+                prev_log_term,
+                entries: self.log.slice(
+                    matched + 1,
+                    self.log.last_index() + 1,
+                    self.cfg.max_append_bytes,
+                ),
+                commit,
+            },
+            None => MessageBody::Heartbeat {
+                commit: commit.min(matched),
+                read_round: self.read_round,
+            },
+        };
+        self.send(id, body);
     }
 
     /// Starts handing leadership to `target` (thesis §3.10): proposals stop, the target is brought up to date,

@@ -376,6 +376,11 @@ impl Raft {
         self.log.entry(index)
     }
 
+    /// The node's role. Cheaper than [`Raft::status`], for hot paths.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The current term. Cheaper than [`Raft::status`], for hot paths.
     pub fn term(&self) -> Term {
         self.term

@@ -35,10 +35,16 @@ pub(crate) struct PendingRead {
     pub round: u64,
 }
 
-/// A snapshot being received in chunks.
+/// A snapshot being received in chunks. It belongs to one stream: one sender, in one term, of one snapshot;
+/// a chunk of any other stream never extends it, so two streams are never spliced into one snapshot.
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
+    /// The leader whose first chunk (offset 0) started the assembly.
+    pub from: NodeId,
+    /// The term that first chunk was sent in.
+    pub term: Term,
     pub meta: SnapshotMeta,
+    /// The bytes received so far, from offset 0.
     pub data: Vec<u8>,
 }
 

@@ -17,15 +17,17 @@ pub fn fingerprint(data: &[u8]) -> u64 {
 pub struct Checker {
     /// Election Safety: the leader of each term.
     leaders: BTreeMap<Term, NodeId>,
-    /// Every entry some node applied: index → (term, fingerprint).
-    committed: BTreeMap<Index, (Term, u64)>,
+    /// Every entry some node applied: index → (term, fingerprint, the highest term any leader was seen to
+    /// lead when it was first applied). It was committed by a leader of a term no higher than that last.
+    committed: BTreeMap<Index, (Term, u64, Term)>,
     /// The last index each node applied (or installed by snapshot), to check applying is gapless.
     applied: BTreeMap<NodeId, Index>,
 }
 
 impl Checker {
-    /// Election Safety (at most one leader per term) and Leader Completeness (a new leader holds every entry
-    /// already committed).
+    /// Election Safety (at most one leader per term) and Leader Completeness (a leader holds every entry
+    /// committed in an earlier term). A vote that arrives late can make a leader of an old term after a later
+    /// term committed entries, so only the entries known committed by a leader of an earlier term are required.
     pub fn on_leader(&mut self, id: NodeId, term: Term, raft: &Raft) -> Result<(), String> {
         if let Some(&other) = self.leaders.get(&term)
             && other != id
@@ -36,7 +38,10 @@ impl Checker {
         }
         self.leaders.insert(term, id);
         let snapshot_index = raft.snapshot().meta.index;
-        for (&index, &(t, fp)) in self.committed.range(snapshot_index + 1..) {
+        for (&index, &(t, fp, by)) in self.committed.range(snapshot_index + 1..) {
+            if by >= term {
+                continue;
+            }
             let held = raft.entry(index);
             if held.is_none_or(|e| e.term != t || fingerprint(&e.data) != fp) {
                 return Err(format!(
@@ -66,13 +71,14 @@ impl Checker {
         self.applied.insert(id, index);
         let fp = fingerprint(data);
         match self.committed.get(&index) {
-            Some(&(t, f)) if (t, f) != (term, fp) => Err(format!(
+            Some(&(t, f, _)) if (t, f) != (term, fp) => Err(format!(
                 "State Machine Safety: node {id} applied entry {index} of term {term}, another node applied \
                  one of term {t} there"
             )),
             Some(_) => Ok(()),
             None => {
-                self.committed.insert(index, (term, fp));
+                let by = self.leaders.keys().next_back().copied().unwrap_or(0);
+                self.committed.insert(index, (term, fp, by));
                 Ok(())
             }
         }

@@ -32,11 +32,16 @@ pub enum Fault {
     Membership,
     /// The leader steps down without a successor.
     StepDown,
+    /// A node crashes and its supervisor restarts it at once, while its last messages are still in flight.
+    Restart,
+    /// A node's process is paused for longer than an election timeout (a zombie leader, if it led), then
+    /// resumes with everything that queued up meanwhile.
+    Pause,
 }
 
 impl Fault {
     /// Every fault, in the order of [`FaultMix::weights`].
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Crash,
         Fault::CrashLeader,
         Fault::Isolate,
@@ -45,6 +50,8 @@ impl Fault {
         Fault::Transfer,
         Fault::Membership,
         Fault::StepDown,
+        Fault::Restart,
+        Fault::Pause,
     ];
 
     /// The fault's name in reports.
@@ -58,6 +65,8 @@ impl Fault {
             Fault::Transfer => "transfer",
             Fault::Membership => "membership",
             Fault::StepDown => "step-down",
+            Fault::Restart => "restart",
+            Fault::Pause => "pause",
         }
     }
 }
@@ -78,7 +87,7 @@ pub struct FaultMix {
     /// Mean time between two faults.
     pub fault_interval_ms: u64,
     /// Relative weight of each fault in [`Fault::ALL`].
-    pub weights: [u64; 8],
+    pub weights: [u64; Fault::ALL.len()],
     /// The longest a crashed node stays down.
     pub max_down_ms: u64,
     /// The longest a partition lasts.
@@ -95,13 +104,15 @@ pub struct FaultMix {
     pub crash_new_leader: f64,
     /// The most appends in flight to one peer (1 turns pipelining off).
     pub max_inflight: usize,
+    /// The longest a paused process stays paused.
+    pub max_pause_ms: u64,
 }
 
 impl FaultMix {
     /// Draws a mix: a few seeds are calm, most are rough.
     pub fn draw(rng: &mut Rng) -> FaultMix {
         let pct = |rng: &mut Rng, max: u64| rng.range(0, max + 1) as f64 / 100.0;
-        let mut weights = [0; 8];
+        let mut weights = [0; Fault::ALL.len()];
         for w in weights.iter_mut() {
             *w = rng.range(0, 5);
         }
@@ -121,6 +132,7 @@ impl FaultMix {
             max_append_bytes: [1, 256, 4096][rng.range(0, 3) as usize],
             crash_new_leader: pct(rng, 30),
             max_inflight: [1, 8, 64][rng.range(0, 3) as usize],
+            max_pause_ms: rng.range(150, 1_000),
         }
     }
 
@@ -129,7 +141,7 @@ impl FaultMix {
     /// middle of catching a follower up (the Figure 8 scenario of §5.4.2).
     pub fn leader_churn(rng: &mut Rng) -> FaultMix {
         FaultMix {
-            weights: [1, 4, 4, 1, 0, 1, 0, 1],
+            weights: [1, 4, 4, 1, 0, 1, 0, 1, 1, 1],
             drop: 0.05,
             duplicate: 0.01,
             fault_interval_ms: rng.range(100, 300),

@@ -104,6 +104,8 @@ enum Event {
     Heal,
     Fault,
     CrashLeader(NodeId, u64),
+    /// A supervisor restart: the node crashes and is back within milliseconds; sometimes again soon after.
+    Bounce(NodeId, u64),
     Stop(NodeId),
     CheckLogs,
     CheckConverged,
@@ -142,6 +144,10 @@ struct Node {
     incarnation: u64,
     tick_ms: u64,
     stopped: bool,
+    /// The process is paused until then: what reaches it waits.
+    paused_until: u64,
+    /// The last term this node was seen to lead.
+    led_term: u64,
 }
 
 struct Client {
@@ -269,6 +275,8 @@ impl World {
                 incarnation: 0,
                 tick_ms,
                 stopped: false,
+                paused_until: 0,
+                led_term: 0,
             },
         );
         let at = self.rng.range(1, tick_ms + 1);
@@ -325,7 +333,22 @@ impl World {
         }
     }
 
+    /// The node an event is handled by, if it is one that a paused process would not see yet.
+    fn target(event: &Event) -> Option<NodeId> {
+        match event {
+            Event::Tick(id, _) | Event::Synced(id, _) | Event::ToNode(id, _) => Some(*id),
+            Event::Deliver(m) => Some(m.to),
+            _ => None,
+        }
+    }
+
     fn handle(&mut self, event: Event) {
+        if let Some(id) = Self::target(&event)
+            && let Some(until) = self.nodes.get(&id).map(|n| n.paused_until)
+            && until > self.now
+        {
+            return self.schedule(until - self.now, event);
+        }
         match event {
             Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
             Event::Deliver(m) => self.on_deliver(m),
@@ -344,6 +367,7 @@ impl World {
                     self.crash(id);
                 }
             }
+            Event::Bounce(id, left) => self.bounce(id, left),
             Event::Stop(id) => self.stop(id),
             Event::CheckLogs => self.check_logs(),
             Event::CheckConverged => self.check_converged(),
@@ -444,14 +468,17 @@ impl World {
     }
 
     fn route(&mut self, id: NodeId, incarnation: u64, out: Output<SimWaiters>, sync_needed: bool) {
-        let term = self.nodes[&id]
-            .server
-            .as_ref()
-            .map_or(0, |s| s.raft().term());
-        for (role, _) in &out.role_changes {
-            if *role == Role::Leader {
-                self.on_new_leader(id, term);
-            }
+        // A leader is checked the moment its core wins, not when its driver reports the role change: that
+        // waits for the previous write's sync, and a paused process could report it after a later term
+        // committed entries this one never had to hold.
+        let node = self.nodes.get_mut(&id).expect("routed from a node");
+        if let Some(raft) = node.server.as_ref().map(|s| s.raft())
+            && raft.role() == Role::Leader
+            && raft.term() > node.led_term
+        {
+            let term = raft.term();
+            node.led_term = term;
+            self.on_new_leader(id, term);
         }
         if let Some(index) = out.installed_snapshot {
             self.trace(|| format!("n{id} installed a snapshot at {index}"));
@@ -532,9 +559,9 @@ impl World {
     fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft().status())))
-            .filter(|(_, s)| s.role == Role::Leader)
-            .max_by_key(|(_, s)| s.term)
+            .filter_map(|(&id, n)| Some((id, n.server.as_ref()?.raft())))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())
             .map(|(id, _)| id)
     }
 
@@ -719,6 +746,29 @@ impl World {
             Fault::OneWay => self.one_way(),
             Fault::Transfer => self.transfer(),
             Fault::Membership => self.change_membership(),
+            Fault::Restart => {
+                let live = self.live_ids();
+                if let Some(id) = self.pick(&live) {
+                    let times = self.rng.range(1, 4);
+                    self.bounce(id, times);
+                }
+            }
+            Fault::Pause => {
+                let ids: Vec<NodeId> = self.live_ids();
+                let target = match self.leader() {
+                    Some(l) if self.rng.range(0, 2) == 0 => Some(l),
+                    _ => self.pick(&ids),
+                };
+                if let Some(id) = target {
+                    let pause = self.rng.range(150, self.mix.max_pause_ms + 1);
+                    if Some(id) == self.leader() {
+                        self.leaderless_since.get_or_insert(self.now);
+                    }
+                    self.trace(|| format!("fault: n{id} is paused for {pause} ms"));
+                    let node = self.nodes.get_mut(&id).expect("live");
+                    node.paused_until = self.now + pause;
+                }
+            }
             Fault::StepDown => {
                 if let Some(l) = self.leader() {
                     self.trace(|| format!("fault: n{l} steps down"));
@@ -732,6 +782,23 @@ impl World {
     }
 
     fn crash(&mut self, id: NodeId) {
+        let max_down = self.mix.max_down_ms;
+        self.crash_for(id, 20, max_down);
+    }
+
+    /// Crashes a live node and restarts it within milliseconds, `left` times in a row, while what its last
+    /// incarnation sent is still in flight.
+    fn bounce(&mut self, id: NodeId, left: u64) {
+        if left == 0 || self.healed || self.nodes[&id].server.is_none() {
+            return;
+        }
+        self.crash_for(id, 1, 15);
+        let next = self.rng.range(30, 120);
+        self.schedule(next, Event::Bounce(id, left - 1));
+    }
+
+    /// Crashes a node, to be restarted after `min_ms..=max_ms`.
+    fn crash_for(&mut self, id: NodeId, min_ms: u64, max_ms: u64) {
         if Some(id) == self.leader() {
             self.leaderless_since.get_or_insert(self.now);
         }
@@ -739,8 +806,9 @@ impl World {
         node.server = None;
         // What was not synced is lost, except any prefix of it the seed lets survive (torn writes).
         node.fs.crash();
+        node.paused_until = 0;
         self.trace(|| format!("fault: n{id} crashes"));
-        let down = self.rng.range(20, self.mix.max_down_ms + 1);
+        let down = self.rng.range(min_ms, max_ms + 1);
         self.schedule(down, Event::Restart(id));
     }
 

@@ -1,0 +1,156 @@
+//! Thesis §4.2.2, removing the current leader: a leader that commits its own removal steps down, but first it
+//! tells the remaining voters the new commit index (they take a change into force only once they learn it is
+//! committed, so until then they still count the old leader's vote) and hands leadership over with TimeoutNow
+//! (thesis §3.10), so that the most caught-up remaining voter campaigns at once in the new configuration.
+
+mod harness;
+
+use harness::{Network, drain};
+use reinado_raft::*;
+
+fn remove(id: NodeId) -> ConfChange {
+    ConfChange {
+        kind: ConfChangeKind::Remove,
+        node_id: id,
+        context: Vec::new(),
+    }
+}
+
+/// The index of the last membership-change entry node `id` applied.
+fn applied_conf_change(net: &Network, id: NodeId) -> Option<Index> {
+    net.node(id)
+        .applied
+        .iter()
+        .rev()
+        .find(|e| e.kind == EntryKind::ConfChange)
+        .map(|e| e.index)
+}
+
+#[test]
+fn t4_2_2_removed_leader_of_two_voters_hands_over_and_the_other_leads_alone() {
+    let mut net = Network::new(2);
+    net.elect(1);
+    let (removal, _) = net.conf_change(1, ConfChangeKind::Remove, 1).unwrap();
+
+    // No tick has passed: node 2 learned the commit index and was told to campaign at once.
+    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
+    let st = net.status(2);
+    assert_eq!(st.conf.voters, vec![2]);
+    assert!(st.commit >= removal);
+    assert_eq!(applied_conf_change(&net, 2), Some(removal));
+    assert_eq!(net.status(1).role, Role::Follower);
+
+    // Node 2 leads {2} alone: it commits without node 1.
+    net.isolate(1);
+    let (index, _) = net.propose(2, b"a=1").unwrap();
+    assert_eq!(net.status(2).commit, index);
+    assert_eq!(net.node(2).kv.get("a").map(String::as_str), Some("1"));
+    net.tick_all(50);
+    assert_eq!(net.leader(), Some(2));
+}
+
+#[test]
+fn t4_2_2_removed_leader_of_three_voters_is_replaced_without_an_election_timeout() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let (removal, _) = net.conf_change(1, ConfChangeKind::Remove, 1).unwrap();
+
+    // An election timeout is at least `election_ticks` (10) ticks; TimeoutNow needs none.
+    let rounds = net.tick_until(&[1, 2, 3], 2, |n| n.leader().is_some_and(|l| l != 1));
+    assert_eq!(rounds, 0, "a new leader without any tick");
+    let leader = net.leader().unwrap();
+    for id in [2, 3] {
+        let st = net.status(id);
+        assert_eq!(st.conf.voters, vec![2, 3], "node {id}");
+        assert!(st.commit >= removal, "node {id}: {st:?}");
+        assert_eq!(applied_conf_change(&net, id), Some(removal), "node {id}");
+    }
+    let (index, _) = net.propose(leader, b"a=1").unwrap();
+    for id in [2, 3] {
+        assert_eq!(net.status(id).commit, index, "node {id}");
+    }
+}
+
+#[test]
+fn t4_2_2_removed_leader_sends_the_commit_index_to_every_remaining_voter_before_timeout_now() {
+    let mut raft = Raft::bootstrap(Config::new(1), &[1, 2, 3]).unwrap();
+    drain(&mut raft);
+    raft.start_election();
+    drain(&mut raft);
+    let term = raft.term();
+    let from = |from: NodeId, body: MessageBody| Message {
+        from,
+        to: 1,
+        term,
+        body,
+    };
+    let ack = |id: NodeId, index: Index| {
+        from(
+            id,
+            MessageBody::AppendResponse {
+                reject: false,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        )
+    };
+    raft.step(from(
+        2,
+        MessageBody::VoteResponse {
+            pre_vote: false,
+            reject: false,
+        },
+    ));
+    assert_eq!(raft.status().role, Role::Leader);
+    drain(&mut raft);
+    let noop = raft.last_index();
+    raft.step(ack(2, noop));
+    raft.step(ack(3, noop));
+    drain(&mut raft);
+    let (removal, _) = raft.propose_conf_change(remove(1)).unwrap();
+    drain(&mut raft);
+
+    // Node 2's answer commits the removal (1 and 2 are a quorum of {1, 2, 3}); node 3 has not answered yet.
+    raft.step(ack(2, removal));
+    assert_eq!(raft.status().role, Role::Follower);
+    assert_eq!(raft.status().conf.voters, vec![2, 3]);
+    let ready = raft.ready();
+    // A leader's appends and TimeoutNow may leave before its disk write (thesis §10.2.1): they are all here.
+    let msgs = ready.messages.clone();
+    let done = raft.advance(ready);
+    assert!(
+        done.messages.is_empty(),
+        "nothing waits: {:?}",
+        done.messages
+    );
+    for to in [2, 3] {
+        let pos = msgs.iter().position(|m| {
+            m.to == to
+                && m.term == term
+                && matches!(m.body, MessageBody::Append { commit, .. } if commit >= removal)
+        });
+        assert!(pos.is_some(), "no commit index for {to}: {msgs:?}");
+    }
+    // Node 3 is sent the removal entry itself, so that it can take the commit index.
+    let to_3 = msgs.iter().find(|m| m.to == 3).unwrap();
+    let MessageBody::Append {
+        prev_log_index,
+        entries,
+        ..
+    } = &to_3.body
+    else {
+        panic!("{to_3:?}")
+    };
+    assert!(*prev_log_index < removal);
+    assert!(entries.iter().any(|e| e.index == removal));
+    // The most caught-up voter (node 2) is told to campaign, after its append.
+    let timeout_nows: Vec<usize> = (0..msgs.len())
+        .filter(|&i| msgs[i].body == MessageBody::TimeoutNow)
+        .collect();
+    assert_eq!(timeout_nows.len(), 1, "{msgs:?}");
+    let t = timeout_nows[0];
+    assert_eq!(msgs[t].to, 2);
+    let append_to_2 = msgs.iter().position(|m| m.to == 2).unwrap();
+    assert!(append_to_2 < t, "{msgs:?}");
+}
