@@ -59,6 +59,7 @@ test: toolchain ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, inj
 	bash scripts/k8s-check.sh
 	$(MAKE) sim SEEDS=1000
 	$(SIM_RUN) --seeds 500 --profile leader-churn
+	$(SIM_RUN) --seeds 500 --profile restarts
 	$(MAKE) sim-bugs
 	@if [ -n "$(COMPOSE)" ] && docker info >/dev/null 2>&1; then \
 		$(MAKE) e2e; \
@@ -78,9 +79,10 @@ k8s-check: ## Check k8s/ offline: strict schema validation, every pod's environm
 sim-bugs: ## Prove the simulator's checkers catch each deliberately injected bug.
 	$(SIM_RUN) --bug vote-without-log-check --expect-violation --seeds 50
 	$(SIM_RUN) --bug read-without-read-index --expect-violation --seeds 50
-	$(SIM_RUN) --bug commit-previous-term --expect-violation --seeds 500 --profile leader-churn
+	$(SIM_RUN) --bug commit-previous-term --expect-violation --seeds 2000 --profile leader-churn
 	$(SIM_RUN) --bug ack-before-fsync --expect-violation --seeds 300
-	$(SIM_RUN) --bug reuse-read-context --expect-violation --seeds 8000 --profile leader-churn
+	$(SIM_RUN) --bug reuse-read-context --expect-violation --seeds 3000 --profile restarts
+	$(SIM_RUN) --bug accept-wiped-member --expect-violation --seeds 600
 
 sim: ## Run the simulator: SEEDS=N SEED_START=S, or SEED=S [VERBOSE=1] to replay one seed.
 ifneq ($(strip $(SEED)),)

@@ -376,6 +376,12 @@ impl Raft {
         self.log.entry(index)
     }
 
+    /// A leader's view of each peer: how much of its log the peer is known to hold (empty unless leading).
+    /// A nonzero match index means the peer acknowledged an append of this term.
+    pub fn match_indexes(&self) -> impl Iterator<Item = (NodeId, Index)> + '_ {
+        self.progress.iter().map(|(&id, p)| (id, p.match_index))
+    }
+
     /// The node's role. Cheaper than [`Raft::status`], for hot paths.
     pub fn role(&self) -> Role {
         self.role

@@ -11,6 +11,8 @@ pub enum Profile {
     Swarm,
     /// [`FaultMix::leader_churn`].
     LeaderChurn,
+    /// [`FaultMix::restarts`].
+    Restarts,
 }
 
 /// A fault the simulator injects.
@@ -37,11 +39,13 @@ pub enum Fault {
     /// A node's process is paused for longer than an election timeout (a zombie leader, if it led), then
     /// resumes with everything that queued up meanwhile.
     Pause,
+    /// A node loses its disk: it comes back with an empty data dir under the same id and configuration.
+    Wipe,
 }
 
 impl Fault {
     /// Every fault, in the order of [`FaultMix::weights`].
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Crash,
         Fault::CrashLeader,
         Fault::Isolate,
@@ -52,6 +56,7 @@ impl Fault {
         Fault::StepDown,
         Fault::Restart,
         Fault::Pause,
+        Fault::Wipe,
     ];
 
     /// The fault's name in reports.
@@ -67,6 +72,7 @@ impl Fault {
             Fault::StepDown => "step-down",
             Fault::Restart => "restart",
             Fault::Pause => "pause",
+            Fault::Wipe => "wipe",
         }
     }
 }
@@ -141,13 +147,39 @@ impl FaultMix {
     /// middle of catching a follower up (the Figure 8 scenario of §5.4.2).
     pub fn leader_churn(rng: &mut Rng) -> FaultMix {
         FaultMix {
-            weights: [1, 4, 4, 1, 0, 1, 0, 1, 1, 1],
+            weights: [1, 4, 4, 1, 0, 1, 0, 1, 1, 1, 1],
             drop: 0.05,
             duplicate: 0.01,
             fault_interval_ms: rng.range(100, 300),
             max_inflight: 1,
             max_append_bytes: 1,
             crash_new_leader: 0.5,
+            ..FaultMix::draw(rng)
+        }
+    }
+
+    /// A mix concentrated on processes that restart at once while their last messages are still on a slow
+    /// network: what an earlier incarnation asked for is answered to the next one (read-index contexts,
+    /// votes, appends of a previous life).
+    pub fn restarts(rng: &mut Rng) -> FaultMix {
+        let mut weights = [0; Fault::ALL.len()];
+        weights[Fault::ALL
+            .iter()
+            .position(|&f| f == Fault::Restart)
+            .expect("listed")] = 6;
+        weights[Fault::ALL
+            .iter()
+            .position(|&f| f == Fault::Crash)
+            .expect("listed")] = 1;
+        weights[Fault::ALL
+            .iter()
+            .position(|&f| f == Fault::Transfer)
+            .expect("listed")] = 1;
+        FaultMix {
+            weights,
+            slow: 0.2 + rng.range(0, 21) as f64 / 100.0,
+            slow_max_ms: rng.range(60, 250),
+            fault_interval_ms: rng.range(60, 200),
             ..FaultMix::draw(rng)
         }
     }

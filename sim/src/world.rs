@@ -8,7 +8,10 @@ use crate::faults::{Fault, FaultMix, Profile};
 use crate::linearizability::{self, KvOp, Operation};
 use crate::node::{Request, Response, SimNode, SimWaiters};
 use reinado_node::config::Start;
-use reinado_node::replica::{self, Output, Settings};
+use reinado_node::error::NodeError;
+use reinado_node::replica::{
+    self, BootstrapDecision, Output, ProbeAnswer, Settings, bootstrap_decision,
+};
 use reinado_proto::v1::MemberContext;
 use reinado_raft::{Bugs, Config, Message, NodeId, Raft, Rng, Role};
 use reinado_storage::FaultyFs;
@@ -106,6 +109,8 @@ enum Event {
     CrashLeader(NodeId, u64),
     /// A supervisor restart: the node crashes and is back within milliseconds; sometimes again soon after.
     Bounce(NodeId, u64),
+    /// The operator replaces a member whose disk was lost: removes it, then adds it again as a learner.
+    Replace(NodeId),
     Stop(NodeId),
     CheckLogs,
     CheckConverged,
@@ -148,6 +153,12 @@ struct Node {
     paused_until: u64,
     /// The last term this node was seen to lead.
     led_term: u64,
+    /// The node lost its disk and has not started on the new one yet.
+    wiped: bool,
+    /// When it last lost its disk.
+    wiped_at: u64,
+    /// The operator replaces it: it joins again once removed.
+    rejoin: bool,
 }
 
 struct Client {
@@ -188,6 +199,7 @@ impl World {
         let mix = match cfg.profile {
             Profile::Swarm => FaultMix::draw(&mut rng),
             Profile::LeaderChurn => FaultMix::leader_churn(&mut rng),
+            Profile::Restarts => FaultMix::restarts(&mut rng),
         };
         let voters: Vec<NodeId> = (1..=if rng.range(0, 2) == 0 { 3 } else { 5 }).collect();
         let peers: BTreeMap<NodeId, String> = voters.iter().map(|&id| (id, addr(id))).collect();
@@ -277,6 +289,9 @@ impl World {
                 stopped: false,
                 paused_until: 0,
                 led_term: 0,
+                wiped: false,
+                wiped_at: 0,
+                rejoin: false,
             },
         );
         let at = self.rng.range(1, tick_ms + 1);
@@ -368,6 +383,7 @@ impl World {
                 }
             }
             Event::Bounce(id, left) => self.bounce(id, left),
+            Event::Replace(id) => self.replace(id),
             Event::Stop(id) => self.stop(id),
             Event::CheckLogs => self.check_logs(),
             Event::CheckConverged => self.check_converged(),
@@ -769,6 +785,7 @@ impl World {
                     node.paused_until = self.now + pause;
                 }
             }
+            Fault::Wipe => self.wipe(),
             Fault::StepDown => {
                 if let Some(l) = self.leader() {
                     self.trace(|| format!("fault: n{l} steps down"));
@@ -813,11 +830,16 @@ impl World {
     }
 
     fn restart(&mut self, id: NodeId) {
-        let cfg = self.raft_config(id);
         let node = &self.nodes[&id];
         if node.server.is_some() || node.stopped {
             return;
         }
+        if node.wiped && !self.may_start_empty(id) {
+            return;
+        }
+        let cfg = self.raft_config(id);
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.wiped = false;
         let (fs, start) = (node.fs.clone(), node.start.clone());
         let settings = self.settings(id, &start);
         let server = match SimNode::start(&fs, cfg, &start, settings) {
@@ -833,6 +855,142 @@ impl World {
         self.trace(|| format!("n{id} restarts from its disk (snapshot at {snapshot_index})"));
         self.schedule(tick_ms, Event::Tick(id, incarnation));
         self.with_server(id, None, |_, _| {});
+    }
+
+    /// A node loses its disk (one at a time: losing a majority's disks loses data whatever the protocol).
+    fn wipe(&mut self) {
+        // And only where the others are a majority without it: three voters or more, every one live, caught
+        // up and agreeing on the membership (no change half done).
+        if self.replacing() || !self.settled(3) {
+            return;
+        }
+        let ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.stopped)
+            .map(|(&id, _)| id)
+            .collect();
+        let Some(id) = self.pick(&ids) else { return };
+        if self.nodes[&id].server.is_some() {
+            self.crash(id);
+        }
+        let seed = self.rng.next_u64();
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.fs = FaultyFs::new(seed);
+        node.wiped = true;
+        node.wiped_at = self.now;
+        self.checker.on_state_reset(id, 0);
+        self.trace(|| format!("fault: n{id} loses its disk"));
+    }
+
+    /// What a node with an empty data dir does before it starts, as the node does it: a bootstrap member
+    /// probes the others (`bootstrap_decision`), a joining one asks the leader to add it. True if it may
+    /// start now; otherwise it retries later, or is refused and the operator replaces it.
+    fn may_start_empty(&mut self, id: NodeId) -> bool {
+        let bugs = self.cfg.replica_bugs;
+        let retry = |w: &mut World| w.schedule(100, Event::Restart(id));
+        let refused = match self.nodes[&id].start.clone() {
+            Start::Bootstrap(peers) => {
+                let members: Vec<NodeId> = peers.keys().copied().collect();
+                let mut answers = BTreeMap::new();
+                for &other in members.iter().filter(|&&o| o != id) {
+                    if self.blocked.contains(&(id, other)) || self.blocked.contains(&(other, id)) {
+                        continue;
+                    }
+                    let n = &self.nodes[&other];
+                    let answer = match &n.server {
+                        Some(s) if n.paused_until <= self.now => s.replica.probe(id),
+                        Some(_) => continue,
+                        None if n.wiped && !n.stopped => ProbeAnswer {
+                            fresh: true,
+                            started: false,
+                        },
+                        None => continue,
+                    };
+                    answers.insert(other, answer);
+                }
+                let decision = bootstrap_decision(id, &members, &answers, bugs);
+                self.trace(|| format!("n{id} probes {answers:?} on its empty disk: {decision:?}"));
+                match decision {
+                    BootstrapDecision::Bootstrap => return true,
+                    // The members it knows from its configuration may all be gone (the membership moved on):
+                    // the operator, reading why it waits, replaces it.
+                    BootstrapDecision::Wait(why) if self.now > self.nodes[&id].wiped_at + 1_500 => {
+                        why
+                    }
+                    BootstrapDecision::Wait(_) => {
+                        retry(self);
+                        return false;
+                    }
+                    BootstrapDecision::Join(through) => {
+                        self.trace(|| format!("n{id}: empty disk, the cluster runs: joins"));
+                        self.nodes.get_mut(&id).expect("known").start = Start::Join(addr(through));
+                        retry(self);
+                        return false;
+                    }
+                    BootstrapDecision::Refuse(why) => why,
+                }
+            }
+            Start::Join(_) => {
+                let Some(leader) = self.leader() else {
+                    retry(self);
+                    return false;
+                };
+                let member = self.nodes[&leader]
+                    .server
+                    .as_ref()
+                    .expect("live")
+                    .raft()
+                    .conf()
+                    .contains(id);
+                let node = self.nodes.get_mut(&id).expect("known");
+                if !member && !std::mem::take(&mut node.rejoin) {
+                    // The operator removed it: nobody starts it again.
+                    node.stopped = true;
+                    return false;
+                }
+                match self.ask_leader_answer(leader, add_member(id)) {
+                    Ok(()) => return true,
+                    Err(NodeError::FailedPrecondition(why)) => why,
+                    Err(_) => {
+                        retry(self);
+                        return false;
+                    }
+                }
+            }
+        };
+        self.trace(|| format!("n{id} refuses to start on an empty disk: {refused}"));
+        self.schedule(50, Event::Replace(id));
+        false
+    }
+
+    /// The operator's answer to a lost disk: remove the member, then add it again as a learner that joins.
+    fn replace(&mut self, id: NodeId) {
+        if self.nodes[&id].stopped {
+            return;
+        }
+        let Some(leader) = self.leader() else {
+            return self.schedule(100, Event::Replace(id));
+        };
+        if self.nodes[&leader]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft()
+            .conf()
+            .contains(id)
+        {
+            let req = replica::Request::RemoveMember { id, waiter: () };
+            if self.ask_leader(leader, req) {
+                self.trace(|| format!("operator: remove n{id}, whose disk was lost"));
+            }
+            return self.schedule(100, Event::Replace(id));
+        }
+        self.trace(|| format!("operator: n{id} joins again with its empty disk"));
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.start = Start::Join(addr(leader));
+        node.rejoin = true;
+        self.restart(id);
     }
 
     fn isolate_one(&mut self) {
@@ -918,6 +1076,28 @@ impl World {
         });
     }
 
+    /// True if a leader's membership has at least `min` voters, each live, applied up to the leader's commit
+    /// index and holding the same membership.
+    fn settled(&self, min: usize) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let lead = self.nodes[&leader].server.as_ref().expect("live").raft();
+        let conf = lead.conf();
+        conf.voters.len() >= min
+            && conf.voters.iter().all(|id| {
+                self.nodes[id]
+                    .server
+                    .as_ref()
+                    .is_some_and(|s| s.raft().conf() == conf && s.raft().applied() >= lead.commit())
+            })
+    }
+
+    /// A member lost its disk and is not back yet.
+    fn replacing(&self) -> bool {
+        self.nodes.values().any(|n| n.wiped && !n.stopped)
+    }
+
     fn change_membership(&mut self) {
         let Some(leader) = self.leader() else { return };
         let conf = self.nodes[&leader]
@@ -928,7 +1108,8 @@ impl World {
             .status()
             .conf;
         let remove = conf.voters.len() > 3 || (conf.voters.len() == 3 && self.rng.range(0, 3) == 0);
-        if remove && conf.voters.len() > 2 {
+        // While a lost disk is being replaced, the operator removes no other member.
+        if remove && conf.voters.len() > 2 && !self.replacing() {
             let Some(id) = self.pick(&conf.voters) else {
                 return;
             };
@@ -940,34 +1121,33 @@ impl World {
             return;
         }
         let id = self.next_node_id;
-        let ctx = MemberContext {
-            peer_addr: addr(id),
-            client_addr: addr(id),
-            ..MemberContext::default()
-        };
-        let req = replica::Request::AddMember {
-            id,
-            ctx,
-            waiter: (),
-        };
-        if self.ask_leader(leader, req) {
+        if self.ask_leader(leader, add_member(id)) {
             self.next_node_id += 1;
             self.trace(|| format!("operator: add n{id} as a learner"));
             self.add_node(id, Start::Join(addr(leader)));
         }
     }
 
-    /// Sends an operator's request to the leader; true if the leader took it (proposed it).
+    /// Sends an operator's request to the leader; true if the leader took it (proposed or answered it).
     fn ask_leader(&mut self, leader: NodeId, req: replica::Request<SimWaiters>) -> bool {
-        let mut refused = false;
+        self.ask_leader_answer(leader, req).is_ok()
+    }
+
+    /// Sends an operator's request to the leader; the error if it refused it at once.
+    fn ask_leader_answer(
+        &mut self,
+        leader: NodeId,
+        req: replica::Request<SimWaiters>,
+    ) -> Result<(), NodeError> {
+        let mut refused = None;
         self.with_server(leader, None, |s, out| {
             s.replica.request(req, out);
-            refused = out
-                .answers
-                .iter()
-                .any(|a| matches!(a, replica::Answer::Members(_, Err(_))));
+            refused = out.answers.iter().find_map(|a| match a {
+                replica::Answer::Members(_, Err(e)) => Some(e.clone()),
+                _ => None,
+            });
         });
-        !refused
+        refused.map_or(Ok(()), Err)
     }
 
     /// Shuts down a node that is no longer a member (checked against the membership in force).
@@ -1096,6 +1276,20 @@ impl World {
             .collect();
         let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
         format!("{}; {busy} clients still waiting", nodes.join("; "))
+    }
+}
+
+/// The operator's request to add node `id` as a learner, at its simulated address.
+fn add_member(id: NodeId) -> replica::Request<SimWaiters> {
+    let ctx = MemberContext {
+        peer_addr: addr(id),
+        client_addr: addr(id),
+        ..MemberContext::default()
+    };
+    replica::Request::AddMember {
+        id,
+        ctx,
+        waiter: (),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`api`]: the client-facing gRPC services (Kv, Cluster, Fault) and input validation.
 //! - [`server`]: startup (storage, core, servers, join) and the orderly shutdown.
 //! - [`join`]: joining a running cluster through `REINADO_JOIN`.
+//! - [`probe`]: an empty data dir asks the bootstrap members whether it may bootstrap (a lost disk may not).
 //! - [`identity`]: the data dir's owner (cluster and node id), checked at every start.
 //! - [`error`]: why a request failed, and its gRPC status.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod join;
+pub mod probe;
 pub mod raft_loop;
 pub mod replica;
 pub mod server;

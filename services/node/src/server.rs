@@ -47,8 +47,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         seed: rand::random(),
         ..reinado_raft::Config::new(cfg.node_id)
     };
-    let opened = replica::open(raft_cfg, &cfg.start, recovered, cfg.state_limits)?;
-    let fresh = opened.fresh;
+    let fresh = replica::is_empty(&recovered);
     info!(
         node = cfg.node_id,
         cluster = %cfg.cluster_id,
@@ -68,8 +67,35 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         peer_addr: cfg.advertise_peer_addr.clone(),
     };
     let isolation = Arc::new(Isolation::default());
-    let state = Arc::new(RwLock::new(opened.state));
     let (inbox_tx, inbox) = mpsc::channel(INBOX);
+
+    // The peer server comes first: peers that probe this node while it probes them are answered "fresh",
+    // and their messages wait in the inbox until the Raft loop runs.
+    let peer_service = PeerService::new(identity.clone(), inbox_tx, isolation.clone());
+    let peer_server = Server::builder()
+        .http2_keepalive_interval(Some(PEER_CHANNEL.keepalive_interval))
+        .http2_keepalive_timeout(Some(PEER_CHANNEL.keepalive_timeout))
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(peer_service.clone())
+                .max_decoding_message_size(transport::MAX_PEER_MESSAGE_BYTES),
+        )
+        .serve_with_incoming(incoming(peer_listener));
+    let peer_task = tokio::spawn(peer_server);
+    let mut start = cfg.start.clone();
+    if let (true, Start::Bootstrap(peers)) = (fresh, &cfg.start)
+        && peers.len() > 1
+    {
+        peer_service.set_probing(true);
+        let verdict = crate::probe::empty_data_dir(&identity, peers, replica::Bugs::default());
+        if let crate::probe::Verdict::Join(through) = verdict.await? {
+            start = Start::Join(through);
+        }
+        peer_service.set_probing(false);
+    }
+
+    let opened = replica::open(raft_cfg, &start, recovered, cfg.state_limits)?;
+    let state = Arc::new(RwLock::new(opened.state));
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
     let (applied_tx, applied) = watch::channel(opened.raft.applied());
     let (view_tx, view) = watch::channel(initial_view());
@@ -105,22 +131,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let replica = Replica::new(opened.raft, state.clone(), settings);
     let (raft_loop, inputs) = RaftLoop::new(replica, timing, parts);
-    let mut loop_task = tokio::spawn(raft_loop.run(inputs));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(track_health(health.clone(), view.clone()));
-
-    let peer_service = PeerService::new(identity, inbox_tx, isolation.clone());
-    let peer_server = Server::builder()
-        .http2_keepalive_interval(Some(PEER_CHANNEL.keepalive_interval))
-        .http2_keepalive_timeout(Some(PEER_CHANNEL.keepalive_timeout))
-        .tcp_nodelay(true)
-        .add_service(
-            RaftPeerServer::new(peer_service)
-                .max_decoding_message_size(transport::MAX_PEER_MESSAGE_BYTES),
-        )
-        .serve_with_incoming(incoming(peer_listener));
-    let peer_task = tokio::spawn(peer_server);
 
     let api = NodeApi::new(ApiParts {
         id: cfg.node_id,
@@ -148,15 +161,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .serve_with_incoming_shutdown(incoming(client_listener), stopped(client_stop));
     let mut client_task = tokio::spawn(client_server);
 
-    if let (true, Start::Join(target)) = (fresh, &cfg.start) {
+    // An empty data dir that joins takes no part (no vote, no acknowledgement) until it is added: if its id
+    // is a member whose disk was lost, the join is refused and the node stops.
+    let mut shutdown = std::pin::pin!(shutdown);
+    if let (true, Start::Join(target)) = (fresh, &start) {
         let joiner = crate::join::Joiner {
             cluster_id: cfg.cluster_id.clone(),
             id: cfg.node_id,
             peer_addr: cfg.advertise_peer_addr.clone(),
             client_addr: cfg.advertise_client_addr.clone(),
         };
-        tokio::spawn(join_or_exit(target.clone(), joiner));
+        tokio::select! {
+            joined = crate::join::join(target.clone(), joiner) => {
+                joined.context("cannot join the cluster")?;
+            }
+            _ = &mut shutdown => {
+                info!("shut down before joining");
+                return Ok(());
+            }
+        }
     }
+    let mut loop_task = tokio::spawn(raft_loop.run(inputs));
 
     let failed = tokio::select! {
         _ = shutdown => None,
@@ -245,13 +270,6 @@ async fn track_health(
         if view.changed().await.is_err() {
             return;
         }
-    }
-}
-
-async fn join_or_exit(target: String, joiner: crate::join::Joiner) {
-    if let Err(e) = crate::join::join(target, joiner).await {
-        error!("cannot join the cluster: {e}");
-        std::process::exit(2);
     }
 }
 

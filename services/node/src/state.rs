@@ -259,10 +259,38 @@ impl StateMachine {
             EntryKind::Normal if entry.data.is_empty() => None,
             // The leader only proposes commands it encoded itself; anything else is skipped, identically on
             // every replica, rather than taking the node down.
-            EntryKind::Normal => Command::decode(entry.data.as_slice())
-                .ok()
-                .map(|cmd| self.apply_command(entry.index, cmd)),
+            EntryKind::Normal => match Command::decode(entry.data.as_slice()) {
+                Ok(Command {
+                    op: Some(command::Op::MembersStarted(started)),
+                    ..
+                }) => {
+                    self.mark_started(&started.ids);
+                    None
+                }
+                Ok(cmd) => Some(self.apply_command(entry.index, cmd)),
+                Err(_) => None,
+            },
         }
+    }
+
+    /// Records that these members took part; ids that are not members (removed meanwhile) are skipped.
+    fn mark_started(&mut self, ids: &[NodeId]) {
+        for id in ids {
+            if let Some(member) = self.members.get_mut(id) {
+                member.started = true;
+            }
+        }
+    }
+
+    /// True if some member is recorded as having taken part: the cluster has run (a leader recorded it).
+    pub fn any_started(&self) -> bool {
+        self.members.values().any(|m| m.started)
+    }
+
+    /// True if member `id` is recorded as having taken part in the cluster: an empty data dir under its id is
+    /// a lost disk, and it must be removed and added again rather than start over as a voter.
+    pub fn started(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.started)
     }
 
     fn apply_member_change(&mut self, cc: &ConfChange) {
@@ -333,7 +361,8 @@ impl StateMachine {
             ..WriteOutcome::default()
         };
         let ops: Vec<TxnOp> = match op {
-            None => return outcome,
+            // Not a client's: applied by `apply` before sessions are looked at.
+            None | Some(command::Op::MembersStarted(_)) => return outcome,
             Some(command::Op::Put(p)) => vec![TxnOp {
                 op: Some(txn_op::Op::Put(p)),
             }],

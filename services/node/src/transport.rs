@@ -17,9 +17,10 @@ use reinado_proto::raft::v1 as pb;
 use reinado_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use reinado_raft::{Message, MessageBody, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -381,6 +382,13 @@ pub enum Inbound {
         /// Where peers reach it.
         peer_addr: String,
     },
+    /// A node with an empty data dir asks whether its id took part in the cluster.
+    Probe {
+        /// The asking node.
+        id: NodeId,
+        /// Where the replica's answer goes.
+        reply: oneshot::Sender<crate::replica::ProbeAnswer>,
+    },
 }
 
 /// The `RaftPeer` gRPC service: receives peers' streams and feeds the Raft loop.
@@ -389,7 +397,12 @@ pub struct PeerService {
     me: Arc<Identity>,
     inbox: mpsc::Sender<Inbound>,
     isolation: Arc<Isolation>,
+    /// This node has no state yet and is probing its peers itself; probes are answered "fresh".
+    probing: Arc<AtomicBool>,
 }
+
+/// How long a probe waits for the Raft loop's answer.
+const PROBE_ANSWER: Duration = Duration::from_secs(2);
 
 impl PeerService {
     /// A service feeding `inbox`.
@@ -398,7 +411,13 @@ impl PeerService {
             me: Arc::new(me),
             inbox,
             isolation,
+            probing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// While on, this node has no state (it probes before bootstrapping) and answers probes "fresh".
+    pub fn set_probing(&self, on: bool) {
+        self.probing.store(on, Ordering::Release);
     }
 
     /// Checks a stream's metadata and announces the peer's addresses; returns the peer's id.
@@ -484,5 +503,47 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
             ack.chunks += u64::from(self.deliver(from, msg).await?);
         }
         Ok(tonic::Response::new(ack))
+    }
+
+    async fn probe(
+        &self,
+        req: tonic::Request<pb::ProbeRequest>,
+    ) -> Result<tonic::Response<pb::ProbeResponse>, tonic::Status> {
+        let req = req.into_inner();
+        if req.cluster_id != self.me.cluster_id {
+            return Err(tonic::Status::failed_precondition(format!(
+                "this node belongs to cluster `{}`, not `{}`",
+                self.me.cluster_id, req.cluster_id
+            )));
+        }
+        if req.id == 0 || req.id == self.me.id {
+            return Err(tonic::Status::invalid_argument(format!(
+                "bad probe id {}",
+                req.id
+            )));
+        }
+        let answer = if self.probing.load(Ordering::Acquire) {
+            crate::replica::ProbeAnswer {
+                fresh: true,
+                started: false,
+            }
+        } else {
+            let (reply, answer) = oneshot::channel();
+            let unavailable = || tonic::Status::unavailable("the node is not running yet");
+            self.inbox
+                .send(Inbound::Probe { id: req.id, reply })
+                .await
+                .map_err(|_| unavailable())?;
+            tokio::time::timeout(PROBE_ANSWER, answer)
+                .await
+                .map_err(|_| unavailable())?
+                .map_err(|_| unavailable())?
+        };
+        Ok(tonic::Response::new(pb::ProbeResponse {
+            cluster_id: self.me.cluster_id.clone(),
+            fresh: answer.fresh,
+            started: answer.started,
+            client_addr: self.me.client_addr.clone(),
+        }))
     }
 }

@@ -45,14 +45,15 @@ fn parse_args() -> Result<Args, String> {
                 args.profile = match it.next().as_deref() {
                     Some("swarm") => Profile::Swarm,
                     Some("leader-churn") => Profile::LeaderChurn,
-                    _ => return Err("--profile takes swarm or leader-churn".into()),
+                    Some("restarts") => Profile::Restarts,
+                    _ => return Err("--profile takes swarm, leader-churn or restarts".into()),
                 }
             }
             "--bug" => args.bug = Some(it.next().ok_or("--bug needs a name")?),
             "-h" | "--help" => {
                 println!(
                     "usage: reinado-sim [--seeds N] [--seed-start S] [--threads T] | --seed S [--verbose]\n\
-                     \x20      [--profile swarm|leader-churn] [--bug {}] [--expect-violation]\n\
+                     \x20      [--profile swarm|leader-churn|restarts] [--bug {}] [--expect-violation]\n\
                      \x20      (--bug switches on a known bug; --expect-violation stops at the first violation and\n\
                      \x20      succeeds only if there was one: proof that the checkers catch the bug on a known bug to see the checkers catch it)",
                     BUGS.join("|")
@@ -139,12 +140,13 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 6] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
     "reuse-read-context",
     "ack-before-fsync",
+    "accept-wiped-member",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -159,6 +161,7 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("read-without-read-index") => cfg.read_without_read_index = true,
         Some("reuse-read-context") => cfg.replica_bugs.reuse_read_context = true,
         Some("ack-before-fsync") => cfg.replica_bugs.ack_before_fsync = true,
+        Some("accept-wiped-member") => cfg.replica_bugs.accept_wiped_member = true,
         _ => {}
     }
     cfg

@@ -248,6 +248,10 @@ fn describe(entry: &LogEntryResponse) -> (Value, String) {
                         t.failure.len()
                     ),
                 ),
+                Some(Op::MembersStarted(m)) => (
+                    json!({"members_started": m.ids}),
+                    format!("members recorded as started: {:?}", m.ids),
+                ),
                 None => (json!({"command": null}), "empty command".to_string()),
             }
         }

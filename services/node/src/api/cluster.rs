@@ -100,6 +100,7 @@ impl Cluster for NodeApi {
             peer_addr: req.peer_addr,
             client_addr: req.client_addr,
             stay_learner: req.learner,
+            started: false,
         };
         let id = req.id;
         let members = self

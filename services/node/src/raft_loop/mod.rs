@@ -281,6 +281,9 @@ impl RaftLoop {
                 client_addr,
                 peer_addr,
             } => self.replica.announce(id, client_addr, peer_addr, out),
+            Inbound::Probe { id, reply } => {
+                let _ = reply.send(self.replica.probe(id));
+            }
         }
     }
 

@@ -19,9 +19,11 @@
 //! - `mod.rs`: the replica, its inputs, the Ready cycle, apply, reads.
 //! - `requests.rs`: writes, membership changes, transfers, status, log entries.
 //! - `start.rs`: the bootstrap / join / restart decision, and the core it builds.
+//! - `started.rs`: which members took part, and whether an empty data dir may bootstrap (a lost disk may not).
 
 mod requests;
 mod start;
+mod started;
 
 use crate::error::NodeError;
 use crate::state::StateMachine;
@@ -36,7 +38,8 @@ use std::sync::{Arc, RwLock};
 use tracing::{info, info_span, warn};
 
 pub use requests::{MemberInfo, StatusReport};
-pub use start::{Opened, StartError, open};
+pub use start::{Opened, StartError, is_empty, open};
+pub use started::{BootstrapDecision, ProbeAnswer, bootstrap_decision};
 
 /// The types a driver uses to wait for answers: the node uses oneshot senders, the simulator its clients'
 /// requests. The replica only holds them and hands them back in [`Answer`]s.
@@ -143,6 +146,9 @@ pub struct Bugs {
     pub reuse_read_context: bool,
     /// Advance the core (answer, acknowledge) before the entries are durable.
     pub ack_before_fsync: bool,
+    /// An empty data dir bootstraps whatever its peers answer, and AddMember of a started member is
+    /// answered "ok" (defect 1 put back: a lost disk comes back as a full voter).
+    pub accept_wiped_member: bool,
 }
 
 /// Timing and limits of the replica, in ticks.
@@ -227,6 +233,8 @@ pub struct Replica<W: Waiters> {
     /// announced by the peers themselves; the state machine's records fill the gaps.
     announced_peer: BTreeMap<NodeId, String>,
     announced_client: BTreeMap<NodeId, String>,
+    /// Members this leader proposed to record as started (at which log index), in the term it proposed them.
+    started_proposed: (Term, BTreeMap<NodeId, Index>),
     ticks: u64,
 }
 
@@ -263,6 +271,7 @@ impl<W: Waiters> Replica<W> {
             next_read_ctx,
             announced_peer: BTreeMap::new(),
             announced_client,
+            started_proposed: (0, BTreeMap::new()),
             ticks: 0,
         }
     }
@@ -316,6 +325,7 @@ impl<W: Waiters> Replica<W> {
         self.expire_transfers(out);
         if self.ticks.is_multiple_of(4) {
             self.maybe_promote();
+            self.record_started();
         }
     }
 
@@ -592,7 +602,13 @@ impl<W: Waiters> Replica<W> {
     fn maybe_compact(&mut self, storage: &mut DiskStorage) -> Result<(), ReplicaError> {
         let applied = self.raft.applied();
         let snapshot_index = self.raft.snapshot().meta.index;
-        if applied.saturating_sub(snapshot_index) < self.settings.snapshot_entries {
+        // The first snapshot is taken as soon as an entry past the bootstrap log (term 1) is applied: a
+        // member with an empty log then gets the membership in one piece, as a snapshot, never the bootstrap
+        // entries one by one, whose first alone is a one-voter cluster it would elect itself in.
+        let past_bootstrap = snapshot_index == 0 && self.raft.term_at(applied) > Some(1);
+        if applied.saturating_sub(snapshot_index) < self.settings.snapshot_entries
+            && !past_bootstrap
+        {
             return Ok(());
         }
         let data = {

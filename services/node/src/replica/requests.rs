@@ -136,20 +136,32 @@ impl<W: Waiters> Replica<W> {
         out: &mut Output<W>,
     ) {
         if self.raft.conf().contains(id) {
-            let known = self
-                .state
-                .read()
-                .expect("state lock")
-                .members()
-                .get(&id)
-                .cloned();
+            if !self.applied_before_term() {
+                let err = NodeError::Unavailable(
+                    "the leader is applying what earlier terms committed; retry".into(),
+                );
+                out.answers.push(Answer::Members(waiter, Err(err)));
+                return;
+            }
+            let (known, started) = {
+                let state = self.state.read().expect("state lock");
+                (state.members().get(&id).cloned(), state.started(id))
+            };
             let result = match known {
-                Some(k) if k.peer_addr == ctx.peer_addr => Ok(self.members()),
-                Some(k) => Err(NodeError::FailedPrecondition(format!(
-                    "node {id} is already a member, at {}",
-                    k.peer_addr
-                ))),
-                None => Ok(self.members()),
+                Some(k) if k.peer_addr != ctx.peer_addr => Err(NodeError::FailedPrecondition(
+                    format!("node {id} is already a member, at {}", k.peer_addr),
+                )),
+                // A member that took part asks to be added again: only an empty data dir does that, a lost
+                // disk (see `started.rs`). As a voter with an empty log it would be unsafe.
+                Some(_) if started && !self.settings.bugs.accept_wiped_member => {
+                    Err(NodeError::FailedPrecondition(format!(
+                        "node {id} is already a member and took part in this cluster: adding it again would \
+                         make an empty log a voter. If its data dir was lost, remove it first (`reinado \
+                         members remove {id}`), then join it again"
+                    )))
+                }
+                // Added, but it never answered a leader: a retried join, safe to answer again.
+                _ => Ok(self.members()),
             };
             out.answers.push(Answer::Members(waiter, result));
             return;
@@ -160,6 +172,14 @@ impl<W: Waiters> Replica<W> {
             context: ctx.encode_to_vec(),
         };
         self.propose_member_change(cc, waiter, out);
+    }
+
+    /// True once this leader committed an entry of its term and applied everything up to it: its state
+    /// machine has seen every record committed before its term.
+    fn applied_before_term(&self) -> bool {
+        let commit = self.raft.commit();
+        self.raft.term_at(commit) == Some(self.raft.term())
+            && self.state.read().expect("state lock").applied() >= commit
     }
 
     pub(super) fn remove_member(&mut self, id: NodeId, waiter: W::Members, out: &mut Output<W>) {

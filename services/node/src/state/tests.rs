@@ -1,5 +1,5 @@
 use super::*;
-use reinado_proto::v1::{RequestId, TxnDelete, TxnPut, TxnRequest};
+use reinado_proto::v1::{MembersStarted, RequestId, TxnDelete, TxnPut, TxnRequest};
 
 fn entry(index: Index, cmd: &Command) -> Entry {
     Entry {
@@ -377,7 +377,7 @@ fn a_snapshot_restores_the_same_state() {
             context: MemberContext {
                 peer_addr: "n4:7071".into(),
                 client_addr: "n4:7070".into(),
-                stay_learner: false,
+                ..MemberContext::default()
             }
             .encode_to_vec(),
         }
@@ -409,4 +409,50 @@ fn undecodable_and_empty_entries_change_nothing() {
     }
     assert_eq!(sm.applied(), 2);
     assert_eq!(sm.size_bytes(), 0);
+}
+
+fn conf_entry(index: Index, kind: ConfChangeKind, node_id: NodeId) -> Entry {
+    Entry {
+        term: 1,
+        index,
+        kind: EntryKind::ConfChange,
+        data: ConfChange {
+            kind,
+            node_id,
+            context: MemberContext {
+                peer_addr: format!("n{node_id}:7071"),
+                // A context cannot mark a member started: only MembersStarted does.
+                started: true,
+                ..MemberContext::default()
+            }
+            .encode_to_vec(),
+        }
+        .encode(),
+    }
+}
+
+#[test]
+fn members_are_recorded_started_through_the_log_and_forgotten_when_removed() {
+    let mut sm = StateMachine::new(Limits::default());
+    sm.apply(&conf_entry(1, ConfChangeKind::AddVoter, 1));
+    sm.apply(&conf_entry(2, ConfChangeKind::AddVoter, 2));
+    assert!(!sm.started(1) && !sm.started(2));
+    let started = Command {
+        op: Some(command::Op::MembersStarted(MembersStarted {
+            ids: vec![2, 9],
+        })),
+        ..Command::default()
+    };
+    assert!(sm.apply(&entry(3, &started)).is_none());
+    assert!(sm.started(2));
+    assert!(
+        !sm.started(1) && !sm.started(9),
+        "only members named are started"
+    );
+    let image = sm.snapshot();
+    let restored = StateMachine::restore(&image, 3, Limits::default()).unwrap();
+    assert!(restored.started(2), "the record survives a snapshot");
+    sm.apply(&conf_entry(4, ConfChangeKind::Remove, 2));
+    sm.apply(&conf_entry(5, ConfChangeKind::AddLearner, 2));
+    assert!(!sm.started(2), "a removed member's record goes with it");
 }
