@@ -240,6 +240,7 @@ impl World {
         cfg.snapshot_chunk_bytes = 256;
         cfg.seed = self.rng.next_u64();
         cfg.bugs = self.cfg.bugs;
+        cfg.verify_snapshot = Some(reinado_node::state::verify_snapshot);
         cfg
     }
 

@@ -45,6 +45,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         election_ticks: cfg.election_ticks,
         heartbeat_ticks: 1,
         seed: rand::random(),
+        verify_snapshot: Some(crate::state::verify_snapshot),
         ..reinado_raft::Config::new(cfg.node_id)
     };
     let opened = replica::open(raft_cfg, &cfg.start, recovered, cfg.state_limits)?;

@@ -165,10 +165,39 @@ pub struct Compacted {
     pub first_available: u64,
 }
 
-/// The snapshot data could not be decoded.
+/// The snapshot data is not a state machine image this node can restore.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot data is not a valid state machine image: {0}")]
-pub struct BadSnapshot(#[from] prost::DecodeError);
+pub enum BadSnapshot {
+    /// Shorter than the envelope's header.
+    #[error("snapshot data is truncated: {len} bytes, shorter than its 5-byte header")]
+    Truncated {
+        /// The data's length.
+        len: usize,
+    },
+    /// Written in an envelope layout this node does not know.
+    #[error("snapshot data has envelope version {0}; this node reads version {v}", v = envelope::VERSION)]
+    Version(u8),
+    /// The image does not match its checksum: damaged on disk or on the wire.
+    #[error(
+        "snapshot data is damaged: its CRC32C is {computed:#010x}, the envelope says {stored:#010x}"
+    )]
+    Checksum {
+        /// The checksum the envelope carries.
+        stored: u32,
+        /// The checksum of the image as received.
+        computed: u32,
+    },
+    /// The checksum holds but the image does not decode.
+    #[error("snapshot data is not a valid state machine image: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// True if `data` is a state machine image in an intact envelope (version known, checksum matching, image
+/// decoding). Stateless, for [`reinado_raft::Config::verify_snapshot`]: the core refuses a snapshot from
+/// the leader that fails it before anything is installed.
+pub fn verify_snapshot(data: &[u8]) -> bool {
+    envelope::open(data).is_ok_and(|image| StateSnapshot::decode(image).is_ok())
+}
 
 /// What a range read covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -521,7 +550,7 @@ impl StateMachine {
         Ok((out, self.applied + 1))
     }
 
-    /// The state machine's image, for a Raft snapshot.
+    /// The state machine's image in its checksummed envelope, for a Raft snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
         let image = StateSnapshot {
             kvs: self.kvs.iter().map(|(k, r)| r.to_kv(k, false)).collect(),
@@ -553,12 +582,13 @@ impl StateMachine {
                 .collect(),
             clock_ms: self.clock_ms,
         };
-        image.encode_to_vec()
+        envelope::seal(&image.encode_to_vec())
     }
 
-    /// Rebuilds the state machine from a snapshot taken at `index`. The change history starts after it.
+    /// Rebuilds the state machine from a snapshot taken at `index`, refusing one whose envelope is damaged.
+    /// The change history starts after it.
     pub fn restore(data: &[u8], index: Index, limits: Limits) -> Result<Self, BadSnapshot> {
-        let image = StateSnapshot::decode(data)?;
+        let image = StateSnapshot::decode(envelope::open(data)?)?;
         let mut sm = StateMachine::new(limits);
         for kv in image.kvs {
             sm.size_bytes += (kv.key.len() + kv.value.len()) as u64;
@@ -594,6 +624,8 @@ impl StateMachine {
         Ok(sm)
     }
 }
+
+mod envelope;
 
 #[cfg(test)]
 mod tests;
