@@ -89,6 +89,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         },
         incarnation: rand::random(),
         record_applied: false,
+        limits: cfg.state_limits,
         bugs: replica::Bugs::default(),
     };
     let timing = Timing {

@@ -7,8 +7,8 @@
 use prost::Message as _;
 use reinado_proto::v1::{
     Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, MemberAddress,
-    MemberContext, Session as SessionPb, SessionResult, StateSnapshot, TxnOp, WriteOutcome,
-    command, txn_op,
+    MemberContext, Refusal, RequestId, Session as SessionPb, SessionResult, StateSnapshot, TxnOp,
+    WriteOutcome, command, txn_op,
 };
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,7 +23,8 @@ pub struct Limits {
     pub session_ttl_ms: u64,
     /// The most sessions kept; beyond it the least recently active is forgotten.
     pub max_sessions: usize,
-    /// The most unacknowledged results kept per session; beyond it the oldest is forgotten.
+    /// The most unacknowledged results a session holds; at it, a new write of the session is refused until
+    /// the client acknowledges earlier ones.
     pub max_results_per_session: usize,
     /// The most bytes of change history kept for watches.
     pub history_bytes: usize,
@@ -67,11 +68,81 @@ impl Record {
 }
 
 /// A client's recent writes (Raft thesis §6.3).
+///
+/// A result is kept until the client acknowledges it (`RequestId.acked` above its number), never evicted
+/// before: the write it answers may still be retried, and a retry that found nothing would run again. The
+/// bound is on what a session may hold unacknowledged: at `max_results_per_session`, a new write is refused
+/// ([`Refusal::SessionFull`]) until the client acknowledges earlier ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
+    /// Every write numbered below this was acknowledged; their results are gone.
     acked: u64,
     last_active_ms: u64,
     results: BTreeMap<u64, WriteOutcome>,
+}
+
+impl Session {
+    /// Forgets the results the client acknowledged.
+    fn acknowledge(&mut self, acked: u64) {
+        if acked > self.acked {
+            self.acked = acked;
+            self.results = self.results.split_off(&acked);
+        }
+    }
+
+    /// The answer to `id` without running it: a retry's first outcome, or a refusal. `None` if it is a new
+    /// write the session has room to record. With `evict_pending` (a deliberate bug), a full session makes
+    /// room by forgetting its lowest result instead of refusing.
+    fn admit(
+        &mut self,
+        id: &RequestId,
+        max_results: usize,
+        evict_pending: bool,
+    ) -> Option<WriteOutcome> {
+        if id.seq < self.acked {
+            let why = format!(
+                "request {} of client {} was already acknowledged",
+                id.seq, id.client_id
+            );
+            return Some(refusal(Refusal::Acknowledged, why));
+        }
+        if let Some(first) = self.results.get(&id.seq) {
+            return Some(first.clone());
+        }
+        if self.results.len() >= max_results {
+            if !evict_pending {
+                let why = format!(
+                    "session of client {} has {} unacknowledged results; acknowledge earlier ones",
+                    id.client_id,
+                    self.results.len()
+                );
+                return Some(refusal(Refusal::SessionFull, why));
+            }
+            while self.results.len() >= max_results.max(1) {
+                self.results.pop_first();
+            }
+        }
+        None
+    }
+}
+
+/// A write refused for `why`: it changed nothing.
+fn refusal(kind: Refusal, why: String) -> WriteOutcome {
+    WriteOutcome {
+        refused: why,
+        refusal: kind as i32,
+        ..WriteOutcome::default()
+    }
+}
+
+/// The refusal of a write for a session the table does not hold although `id` says it had answers before.
+fn expired(id: &RequestId) -> WriteOutcome {
+    let why = format!(
+        "session of client {} expired (idle past its TTL, or evicted for newer ones) while its writes below \
+         {} were answered; request {} may have been applied before: not applied again, start a new session",
+        id.client_id, id.acked, id.seq
+    );
+    refusal(Refusal::SessionExpired, why)
 }
 
 /// The session table, with an index by last activity for expiry and eviction.
@@ -225,6 +296,8 @@ pub struct StateMachine {
     applied: Index,
     clock_ms: u64,
     limits: Limits,
+    /// Deliberate bug (simulator only): a full session forgets its lowest result instead of refusing.
+    evict_pending_result: bool,
 }
 
 impl StateMachine {
@@ -242,7 +315,14 @@ impl StateMachine {
             applied: 0,
             clock_ms: 0,
             limits,
+            evict_pending_result: false,
         }
+    }
+
+    /// Switches on the deliberate bug that evicts a session's lowest unacknowledged result when it is full,
+    /// instead of refusing the new write (`reinado-sim --bug evict-pending-result`).
+    pub fn set_evict_pending_result(&mut self, on: bool) {
+        self.evict_pending_result = on;
     }
 
     /// The last index applied.
@@ -314,43 +394,34 @@ impl StateMachine {
 
     fn apply_command(&mut self, index: Index, cmd: Command) -> WriteOutcome {
         self.clock_ms = self.clock_ms.max(cmd.time_ms);
-        self.sessions.expire(self.clock_ms, &self.limits);
+        let now = self.clock_ms;
+        self.sessions.expire(now, &self.limits);
         let Some(id) = cmd.request_id.filter(|id| id.client_id != 0 && id.seq != 0) else {
             return self.execute(index, cmd.op);
         };
-        let now = self.clock_ms;
-        let session = self.sessions.touch(id.client_id, now);
-        let earlier = if id.seq < session.acked {
-            Some(WriteOutcome {
-                refused: format!(
-                    "request {} of client {} was already acknowledged",
-                    id.seq, id.client_id
-                ),
-                ..WriteOutcome::default()
-            })
-        } else {
-            session.results.get(&id.seq).cloned()
-        };
-        let outcome = match earlier {
-            Some(outcome) => outcome,
-            None => self.execute(index, cmd.op),
-        };
+        // An unknown session is a new one only while its client has had no answer yet: clients number writes
+        // from 1 and send as `acked` their lowest write still waiting (so 1, or 0, until an answer came in).
+        // Above that, the session existed and was forgotten, and this write may be the retry of one applied
+        // then: refuse it rather than run it twice. Writes of a client's first wave (all `acked <= 1`) are
+        // the one case a forgotten session cannot protect; a TTL far above the clients' retry window (and
+        // `max_sessions` above the number of active clients) keeps that from happening.
+        if !self.sessions.map.contains_key(&id.client_id) && id.acked > 1 {
+            return expired(&id);
+        }
         let max_results = self.limits.max_results_per_session;
-        let session = self
-            .sessions
-            .map
-            .get_mut(&id.client_id)
-            .expect("touched above");
-        if id.seq >= session.acked {
-            session.results.insert(id.seq, outcome.clone());
-        }
-        if id.acked > session.acked {
-            session.acked = id.acked;
-            session.results = session.results.split_off(&id.acked);
-        }
-        while session.results.len() > max_results {
-            session.results.pop_first();
-        }
+        let evict_pending = self.evict_pending_result;
+        let session = self.sessions.touch(id.client_id, now);
+        session.acknowledge(id.acked);
+        let outcome = match session.admit(&id, max_results, evict_pending) {
+            Some(answer) => answer,
+            None => {
+                let outcome = self.execute(index, cmd.op);
+                let session = self.sessions.map.get_mut(&id.client_id);
+                let session = session.expect("touched above");
+                session.results.insert(id.seq, outcome.clone());
+                outcome
+            }
+        };
         self.sessions.expire(now, &self.limits);
         outcome
     }
@@ -384,12 +455,11 @@ impl StateMachine {
         let grows_by = self.size_delta(&ops);
         if grows_by > 0 && self.size_bytes.saturating_add(grows_by as u64) > self.limits.quota_bytes
         {
-            outcome.refused = format!(
+            let why = format!(
                 "database quota of {} bytes reached ({} bytes stored)",
                 self.limits.quota_bytes, self.size_bytes
             );
-            outcome.deleted = false;
-            return outcome;
+            return refusal(Refusal::Quota, why);
         }
         for op in ops {
             match op.op {

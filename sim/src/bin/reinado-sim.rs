@@ -139,12 +139,13 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 6] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
     "reuse-read-context",
     "ack-before-fsync",
+    "evict-pending-result",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -159,6 +160,7 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("read-without-read-index") => cfg.read_without_read_index = true,
         Some("reuse-read-context") => cfg.replica_bugs.reuse_read_context = true,
         Some("ack-before-fsync") => cfg.replica_bugs.ack_before_fsync = true,
+        Some("evict-pending-result") => cfg.replica_bugs.evict_pending_result = true,
         _ => {}
     }
     cfg
