@@ -16,6 +16,7 @@
 //! - `node.rs`: the simulator's driver of one replica (the counterpart of the node's tokio loop), and the
 //!   clients' operations as the node's own commands.
 //! - `faults.rs`: the fault mix drawn for each seed.
+//! - `sessions.rs`: the session limits and client acknowledgement habits drawn for each seed.
 //! - `checker.rs`: Election Safety, Log Matching, Leader Completeness, State Machine Safety.
 //! - `linearizability.rs`: the linearizability checker for the client history.
 //! - `bin/reinado-sim.rs`: the command line (`make sim`).
@@ -24,6 +25,7 @@ pub mod checker;
 pub mod faults;
 pub mod linearizability;
 pub mod node;
+pub mod sessions;
 pub mod world;
 
 pub use faults::Profile;

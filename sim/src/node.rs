@@ -31,9 +31,13 @@ const STORAGE: Options = Options {
 pub struct Request {
     /// The client (0-based).
     pub client: u64,
-    /// The client's sequence number for this operation; retries reuse it.
+    /// The client's number for this operation (reads included), to match answers; retries reuse it.
     pub seq: u64,
-    /// Every earlier operation of the client has had its answer.
+    /// A write's request id: its session's client id (0 for a read).
+    pub session_id: u64,
+    /// A write's request id: its number within the session (0 for a read).
+    pub write_seq: u64,
+    /// A write's request id: every write of the session numbered below this has had its answer.
     pub acked: u64,
     /// What to do.
     pub op: KvOp,
@@ -52,6 +56,10 @@ pub enum Response {
     Retry,
     /// Refused for good: the outcome is unknown to the client.
     Failed,
+    /// Refused, not applied: the session holds too many unacknowledged results.
+    SessionFull,
+    /// Refused: the session was forgotten; the outcome is unknown, and the client needs a new session.
+    SessionExpired,
 }
 
 /// The simulator's waiters: client requests for writes and reads, nothing for the operator's requests.
@@ -122,8 +130,8 @@ pub fn encode_write(req: &Request, time_ms: u64) -> Vec<u8> {
     };
     Command {
         request_id: Some(RequestId {
-            client_id: req.client + 1,
-            seq: req.seq,
+            client_id: req.session_id,
+            seq: req.write_seq,
             acked: req.acked,
         }),
         time_ms,
@@ -154,6 +162,8 @@ fn response(err: &NodeError) -> Response {
         | NodeError::Unavailable(_)
         | NodeError::Timeout(_)
         | NodeError::ShuttingDown => Response::Retry,
+        NodeError::SessionFull(_) => Response::SessionFull,
+        NodeError::SessionExpired(_) => Response::SessionExpired,
         _ => Response::Failed,
     }
 }
@@ -180,7 +190,7 @@ impl SimNode {
         let (storage, recovered) =
             DiskStorage::open_with(Arc::new(fs.clone()), Path::new(DATA_DIR), STORAGE)
                 .map_err(|e| StartFailed(format!("storage: {e}")))?;
-        let opened = replica::open(raft_cfg, start, recovered, Limits::default())
+        let opened = replica::open(raft_cfg, start, recovered, settings.limits)
             .map_err(|e| StartFailed(e.to_string()))?;
         let state = Arc::new(RwLock::new(opened.state));
         let replica = Replica::new(opened.raft, state, settings);

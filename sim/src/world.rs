@@ -7,6 +7,7 @@ use crate::checker::{Checker, check_log_matching};
 use crate::faults::{Fault, FaultMix, Profile};
 use crate::linearizability::{self, KvOp, Operation};
 use crate::node::{Request, Response, SimNode, SimWaiters};
+use crate::sessions::{ClientSession, SessionMix};
 use reinado_node::config::Start;
 use reinado_node::error::NodeError;
 use reinado_node::replica::{
@@ -163,8 +164,8 @@ struct Node {
 
 struct Client {
     seq: u64,
-    /// Every operation of this client numbered below this has had its answer (or was abandoned).
-    acked: u64,
+    /// How the client numbers and acknowledges its writes.
+    session: ClientSession,
     leader_hint: Option<NodeId>,
     /// The operation in flight: (request, index into the history, start time).
     current: Option<(Request, usize, u64)>,
@@ -174,6 +175,7 @@ struct Client {
 pub struct World {
     cfg: SimConfig,
     mix: FaultMix,
+    sessions: SessionMix,
     rng: Rng,
     now: u64,
     seq: u64,
@@ -205,6 +207,7 @@ impl World {
         let peers: BTreeMap<NodeId, String> = voters.iter().map(|&id| (id, addr(id))).collect();
         let mut world = World {
             mix,
+            sessions: SessionMix::draw(cfg.seed),
             now: 0,
             seq: 0,
             logical: 0,
@@ -227,9 +230,10 @@ impl World {
             world.add_node(id, Start::Bootstrap(peers.clone()));
         }
         for c in 0..world.mix.clients {
+            let session = ClientSession::new(c, world.sessions.lazy_acks);
             world.clients.push(Client {
                 seq: 0,
-                acked: 0,
+                session,
                 leader_hint: None,
                 current: None,
             });
@@ -252,6 +256,7 @@ impl World {
         cfg.snapshot_chunk_bytes = 256;
         cfg.seed = self.rng.next_u64();
         cfg.bugs = self.cfg.bugs;
+        cfg.verify_snapshot = Some(reinado_node::state::verify_snapshot);
         cfg
     }
 
@@ -268,6 +273,7 @@ impl World {
             },
             incarnation: self.rng.next_u64(),
             record_applied: true,
+            limits: self.sessions.limits,
             bugs: self.cfg.replica_bugs,
         }
     }
@@ -601,8 +607,7 @@ impl World {
         }
         let client = &mut self.clients[c as usize];
         client.seq += 1;
-        client.acked = client.seq;
-        let (seq, acked) = (client.seq, client.acked);
+        let seq = client.seq;
         let key = self.rng.range(0, KEYS);
         let value = (c + 1) << 32 | seq;
         let op = match self.rng.range(0, 10) {
@@ -621,9 +626,15 @@ impl World {
                 }
             }
         };
+        let (session_id, write_seq, acked) = match op {
+            KvOp::Get { .. } => (0, 0, 0),
+            _ => self.clients[c as usize].session.next_write(),
+        };
         let req = Request {
             client: c,
             seq,
+            session_id,
+            write_seq,
             acked,
             op,
             attempt: 0,
@@ -652,6 +663,9 @@ impl World {
         if let Some(target) = target {
             let delay = self.rng.range(1, 4);
             self.schedule(delay, Event::ToNode(target, req));
+            if !is_read && let Some(late) = self.sessions.late_copy_after() {
+                self.schedule(late, Event::ToNode(target, req));
+            }
         }
         self.schedule(ATTEMPT_TIMEOUT_MS, Event::AttemptTimeout(c, req.attempt));
     }
@@ -686,6 +700,9 @@ impl World {
         }
         match resp {
             Response::Ok(output) => {
+                if req.write_seq != 0 {
+                    self.clients[c as usize].session.applied();
+                }
                 self.logical += 1;
                 self.history[index].ret = self.logical;
                 self.history[index].output = Some(output);
@@ -700,7 +717,20 @@ impl World {
                 self.retry(c);
             }
             Response::Retry => self.retry(c),
-            Response::Failed => {
+            Response::SessionFull => {
+                // Not applied: acknowledge the earlier writes, and send it again.
+                let client = &mut self.clients[c as usize];
+                let acked = client.session.full();
+                if let Some((current, _, _)) = client.current.as_mut() {
+                    current.acked = acked;
+                }
+                self.retry(c);
+            }
+            Response::SessionExpired | Response::Failed => {
+                if resp == Response::SessionExpired {
+                    let clients = self.clients.len() as u64;
+                    self.clients[c as usize].session.expired(clients);
+                }
                 self.trace(|| format!("client {c}: {:?} refused: outcome unknown", req.op));
                 self.stats.ops_unknown += 1;
                 self.clients[c as usize].current = None;

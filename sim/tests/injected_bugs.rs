@@ -36,3 +36,10 @@ fn serving_reads_without_read_index_is_caught() {
         first_violation(1..=10, |c| c.read_without_read_index = true).expect("bug caught");
     assert!(v.contains("Linearizability"), "seed {seed}: {v}");
 }
+
+#[test]
+fn evicting_a_pending_session_result_is_caught() {
+    let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.evict_pending_result = true)
+        .expect("bug caught");
+    assert!(v.contains("Linearizability"), "seed {seed}: {v}");
+}

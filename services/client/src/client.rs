@@ -14,7 +14,7 @@ use reinado_proto::v1::kv_client::KvClient;
 use reinado_proto::v1::*;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -46,13 +46,42 @@ impl Default for ClientOptions {
     }
 }
 
-/// Hands out request ids and tracks which answers the client has, so the cluster can forget them: each id's
-/// `acked` is the lowest sequence number still waiting for its answer.
+/// Hands out request ids and tracks which answers the client has, so the cluster can forget them.
+///
+/// Writes are numbered from 1 under one session (a random client id). Each id's `acked` is the lowest number
+/// still waiting for its answer, once a write of the session was answered as applied; until then it is 1,
+/// because the cluster may not know the session yet (the first writes may all have been lost) and refuses a
+/// write for an unknown session whose `acked` is above 1 as expired. A new session starts when the cluster
+/// says the session expired ([`RequestIds::renew`]), and before a write after [`RequestIds::RENEW_IDLE`]
+/// of idleness (the cluster's session TTL is longer: it forgets idle sessions, and a write numbered above
+/// the first for a forgotten session is refused).
 #[derive(Debug)]
 pub struct RequestIds {
+    session: Mutex<Session>,
+}
+
+/// One session's numbering.
+#[derive(Debug)]
+struct Session {
     client_id: u64,
-    next: AtomicU64,
-    outstanding: Mutex<BTreeSet<u64>>,
+    next: u64,
+    outstanding: BTreeSet<u64>,
+    /// A write of this session was answered as applied: the cluster holds the session.
+    established: bool,
+    /// When the last write began or ended.
+    last_active: std::time::Instant,
+}
+
+impl Session {
+    fn new() -> Self {
+        Session {
+            client_id: rand::random::<u64>().max(1),
+            next: 1,
+            outstanding: BTreeSet::new(),
+            established: false,
+            last_active: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Default for RequestIds {
@@ -62,39 +91,59 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
+    /// A session idle this long is replaced by a new one at the next write.
+    pub const RENEW_IDLE: Duration = Duration::from_secs(60);
+
     /// A sequence under a random client id.
     pub fn new() -> Self {
         RequestIds {
-            client_id: rand::random::<u64>().max(1),
-            next: AtomicU64::new(1),
-            outstanding: Mutex::new(BTreeSet::new()),
+            session: Mutex::new(Session::new()),
         }
     }
 
-    /// The client id.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().expect("sequencer lock")
+    }
+
+    /// The current session's client id.
     pub fn client_id(&self) -> u64 {
-        self.client_id
+        self.lock().client_id
     }
 
     /// The next request id; call [`RequestIds::end`] once its answer is in (or given up on).
     pub fn begin(&self) -> RequestId {
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut out = self.outstanding.lock().expect("sequencer lock");
-        out.insert(seq);
-        let acked = *out.first().expect("just inserted");
+        let mut s = self.lock();
+        if s.outstanding.is_empty() && s.last_active.elapsed() >= Self::RENEW_IDLE {
+            *s = Session::new();
+        }
+        let seq = s.next;
+        s.next += 1;
+        s.outstanding.insert(seq);
+        s.last_active = std::time::Instant::now();
+        let lowest = *s.outstanding.first().expect("just inserted");
         RequestId {
-            client_id: self.client_id,
+            client_id: s.client_id,
             seq,
-            acked,
+            acked: if s.established { lowest } else { 1 },
         }
     }
 
-    /// The answer to `id` is in.
-    pub fn end(&self, id: &RequestId) {
-        self.outstanding
-            .lock()
-            .expect("sequencer lock")
-            .remove(&id.seq);
+    /// The answer to `id` is in, or it was given up on; `applied` says the cluster applied it.
+    pub fn end(&self, id: &RequestId, applied: bool) {
+        let mut s = self.lock();
+        if s.client_id == id.client_id {
+            s.outstanding.remove(&id.seq);
+            s.established |= applied;
+            s.last_active = std::time::Instant::now();
+        }
+    }
+
+    /// The cluster forgot the session of `id`: later writes go under a new session.
+    pub fn renew(&self, id: &RequestId) {
+        let mut s = self.lock();
+        if s.client_id == id.client_id {
+            *s = Session::new();
+        }
     }
 }
 
@@ -157,7 +206,7 @@ impl Client {
 
     /// This client's id (the `client_id` of its request ids).
     pub fn client_id(&self) -> u64 {
-        self.inner.seq.client_id
+        self.inner.seq.client_id()
     }
 
     /// The (cached) channel to `addr`.
@@ -259,7 +308,10 @@ impl Client {
         let result = self
             .run(Kind::Write, |ch, budget| call(ch, budget, id))
             .await;
-        self.inner.seq.end(&id);
+        match &result {
+            Err(ClientError::SessionExpired(_)) => self.inner.seq.renew(&id),
+            _ => self.inner.seq.end(&id, result.is_ok()),
+        }
         result
     }
 

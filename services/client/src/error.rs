@@ -6,6 +6,19 @@ pub const LEADER_ID: &str = "reinado-leader-id";
 /// Metadata key: the leader's client address, on a redirect.
 pub const LEADER_ADDR: &str = "reinado-leader-addr";
 
+/// Metadata key: the kind of refusal, on a write the state machine refused for a reason a client acts on.
+pub const REFUSAL: &str = "reinado-refusal";
+/// [`REFUSAL`]'s value when the write's session was forgotten: the client must start a new session.
+pub const SESSION_EXPIRED: &str = "session-expired";
+
+/// True if `status` says the write's session was forgotten by the cluster (see [`REFUSAL`]).
+pub fn is_session_expired(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .get(REFUSAL)
+        .is_some_and(|v| v.as_bytes() == SESSION_EXPIRED.as_bytes())
+}
+
 /// What to do after a failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -49,9 +62,13 @@ pub enum ClientError {
     /// The key or entry does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The database is full.
+    /// The database is full (or the client's session holds too many unacknowledged results).
     #[error("the database is full: {0}")]
     QuotaExceeded(String),
+    /// The cluster forgot the client's session: the write was not applied now, but may have been before.
+    /// The client starts a new session for its next writes.
+    #[error("outcome unknown: {0}")]
+    SessionExpired(String),
     /// No endpoint could serve the request before the deadline.
     #[error("{what}")]
     Unavailable {
@@ -76,6 +93,9 @@ impl ClientError {
     pub fn from_status(status: &tonic::Status) -> ClientError {
         use tonic::Code;
         let message = status.message().to_string();
+        if is_session_expired(status) {
+            return ClientError::SessionExpired(message);
+        }
         match status.code() {
             Code::InvalidArgument => ClientError::InvalidArgument(message),
             Code::NotFound => ClientError::NotFound(message),
@@ -111,7 +131,7 @@ impl ClientError {
             ClientError::NotFound(_) => 4,
             ClientError::InvalidArgument(_) | ClientError::Local(_) => 5,
             ClientError::QuotaExceeded(_) => 6,
-            ClientError::Server { .. } => 1,
+            ClientError::Server { .. } | ClientError::SessionExpired(_) => 1,
         }
     }
 }

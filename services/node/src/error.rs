@@ -1,8 +1,9 @@
 //! Why a request failed, and the one function that turns that into a gRPC status.
 
+use reinado_proto::v1::{Refusal, WriteOutcome};
 use reinado_raft::NodeId;
 
-pub use reinado_client::error::{LEADER_ADDR, LEADER_ID};
+pub use reinado_client::error::{LEADER_ADDR, LEADER_ID, REFUSAL, SESSION_EXPIRED};
 
 /// A request the node could not serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +38,12 @@ pub enum NodeError {
     /// The database quota is reached.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The client's session holds as many unacknowledged results as it may.
+    #[error("{0}")]
+    SessionFull(String),
+    /// The client's session was forgotten; the write may have been applied before, and was not applied now.
+    #[error("{0}")]
+    SessionExpired(String),
     /// The history or log entry asked for was compacted.
     #[error("{0}")]
     Compacted(String),
@@ -67,12 +74,19 @@ impl From<NodeError> for tonic::Status {
             NodeError::Timeout(_) => Code::DeadlineExceeded,
             NodeError::InvalidArgument(_) => Code::InvalidArgument,
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
-            NodeError::QuotaExceeded(_) => Code::ResourceExhausted,
+            NodeError::QuotaExceeded(_) | NodeError::SessionFull(_) => Code::ResourceExhausted,
+            NodeError::SessionExpired(_) => Code::FailedPrecondition,
             NodeError::Compacted(_) => Code::OutOfRange,
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::FaultInjectionDisabled => Code::PermissionDenied,
         };
         let mut status = tonic::Status::new(code, message);
+        if let NodeError::SessionExpired(_) = &e {
+            status.metadata_mut().insert(
+                REFUSAL,
+                tonic::metadata::MetadataValue::from_static(SESSION_EXPIRED),
+            );
+        }
         if let NodeError::NotLeader { id, addr } = &e {
             let md = status.metadata_mut();
             if let Ok(v) = id.to_string().parse() {
@@ -83,5 +97,20 @@ impl From<NodeError> for tonic::Status {
             }
         }
         status
+    }
+}
+
+/// The error for a write the state machine refused, by the outcome's [`Refusal`]; `None` if it was applied.
+/// An outcome with a reason but no kind (written before kinds existed, or of a kind this node does not
+/// know) is a failed precondition.
+pub fn refusal_error(outcome: &WriteOutcome) -> Option<NodeError> {
+    let why = outcome.refused.clone();
+    let kind = Refusal::try_from(outcome.refusal).unwrap_or(Refusal::None);
+    match kind {
+        Refusal::None if why.is_empty() => None,
+        Refusal::None | Refusal::Acknowledged => Some(NodeError::FailedPrecondition(why)),
+        Refusal::Quota => Some(NodeError::QuotaExceeded(why)),
+        Refusal::SessionFull => Some(NodeError::SessionFull(why)),
+        Refusal::SessionExpired => Some(NodeError::SessionExpired(why)),
     }
 }

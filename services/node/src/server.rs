@@ -45,6 +45,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         election_ticks: cfg.election_ticks,
         heartbeat_ticks: 1,
         seed: rand::random(),
+        verify_snapshot: Some(crate::state::verify_snapshot),
         ..reinado_raft::Config::new(cfg.node_id)
     };
     let fresh = replica::is_empty(&recovered);
@@ -114,6 +115,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         },
         incarnation: rand::random(),
         record_applied: false,
+        limits: cfg.state_limits,
         bugs: replica::Bugs::default(),
     };
     let timing = Timing {

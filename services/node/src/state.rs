@@ -7,8 +7,8 @@
 use prost::Message as _;
 use reinado_proto::v1::{
     Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, MemberAddress,
-    MemberContext, Session as SessionPb, SessionResult, StateSnapshot, TxnOp, WriteOutcome,
-    command, txn_op,
+    MemberContext, Refusal, RequestId, Session as SessionPb, SessionResult, StateSnapshot, TxnOp,
+    WriteOutcome, command, txn_op,
 };
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,7 +23,8 @@ pub struct Limits {
     pub session_ttl_ms: u64,
     /// The most sessions kept; beyond it the least recently active is forgotten.
     pub max_sessions: usize,
-    /// The most unacknowledged results kept per session; beyond it the oldest is forgotten.
+    /// The most unacknowledged results a session holds; at it, a new write of the session is refused until
+    /// the client acknowledges earlier ones.
     pub max_results_per_session: usize,
     /// The most bytes of change history kept for watches.
     pub history_bytes: usize,
@@ -67,11 +68,81 @@ impl Record {
 }
 
 /// A client's recent writes (Raft thesis §6.3).
+///
+/// A result is kept until the client acknowledges it (`RequestId.acked` above its number), never evicted
+/// before: the write it answers may still be retried, and a retry that found nothing would run again. The
+/// bound is on what a session may hold unacknowledged: at `max_results_per_session`, a new write is refused
+/// ([`Refusal::SessionFull`]) until the client acknowledges earlier ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
+    /// Every write numbered below this was acknowledged; their results are gone.
     acked: u64,
     last_active_ms: u64,
     results: BTreeMap<u64, WriteOutcome>,
+}
+
+impl Session {
+    /// Forgets the results the client acknowledged.
+    fn acknowledge(&mut self, acked: u64) {
+        if acked > self.acked {
+            self.acked = acked;
+            self.results = self.results.split_off(&acked);
+        }
+    }
+
+    /// The answer to `id` without running it: a retry's first outcome, or a refusal. `None` if it is a new
+    /// write the session has room to record. With `evict_pending` (a deliberate bug), a full session makes
+    /// room by forgetting its lowest result instead of refusing.
+    fn admit(
+        &mut self,
+        id: &RequestId,
+        max_results: usize,
+        evict_pending: bool,
+    ) -> Option<WriteOutcome> {
+        if id.seq < self.acked {
+            let why = format!(
+                "request {} of client {} was already acknowledged",
+                id.seq, id.client_id
+            );
+            return Some(refusal(Refusal::Acknowledged, why));
+        }
+        if let Some(first) = self.results.get(&id.seq) {
+            return Some(first.clone());
+        }
+        if self.results.len() >= max_results {
+            if !evict_pending {
+                let why = format!(
+                    "session of client {} has {} unacknowledged results; acknowledge earlier ones",
+                    id.client_id,
+                    self.results.len()
+                );
+                return Some(refusal(Refusal::SessionFull, why));
+            }
+            while self.results.len() >= max_results.max(1) {
+                self.results.pop_first();
+            }
+        }
+        None
+    }
+}
+
+/// A write refused for `why`: it changed nothing.
+fn refusal(kind: Refusal, why: String) -> WriteOutcome {
+    WriteOutcome {
+        refused: why,
+        refusal: kind as i32,
+        ..WriteOutcome::default()
+    }
+}
+
+/// The refusal of a write for a session the table does not hold although `id` says it had answers before.
+fn expired(id: &RequestId) -> WriteOutcome {
+    let why = format!(
+        "session of client {} expired (idle past its TTL, or evicted for newer ones) while its writes below \
+         {} were answered; request {} may have been applied before: not applied again, start a new session",
+        id.client_id, id.acked, id.seq
+    );
+    refusal(Refusal::SessionExpired, why)
 }
 
 /// The session table, with an index by last activity for expiry and eviction.
@@ -165,10 +236,39 @@ pub struct Compacted {
     pub first_available: u64,
 }
 
-/// The snapshot data could not be decoded.
+/// The snapshot data is not a state machine image this node can restore.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot data is not a valid state machine image: {0}")]
-pub struct BadSnapshot(#[from] prost::DecodeError);
+pub enum BadSnapshot {
+    /// Shorter than the envelope's header.
+    #[error("snapshot data is truncated: {len} bytes, shorter than its 5-byte header")]
+    Truncated {
+        /// The data's length.
+        len: usize,
+    },
+    /// Written in an envelope layout this node does not know.
+    #[error("snapshot data has envelope version {0}; this node reads version {v}", v = envelope::VERSION)]
+    Version(u8),
+    /// The image does not match its checksum: damaged on disk or on the wire.
+    #[error(
+        "snapshot data is damaged: its CRC32C is {computed:#010x}, the envelope says {stored:#010x}"
+    )]
+    Checksum {
+        /// The checksum the envelope carries.
+        stored: u32,
+        /// The checksum of the image as received.
+        computed: u32,
+    },
+    /// The checksum holds but the image does not decode.
+    #[error("snapshot data is not a valid state machine image: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// True if `data` is a state machine image in an intact envelope (version known, checksum matching, image
+/// decoding). Stateless, for [`reinado_raft::Config::verify_snapshot`]: the core refuses a snapshot from
+/// the leader that fails it before anything is installed.
+pub fn verify_snapshot(data: &[u8]) -> bool {
+    envelope::open(data).is_ok_and(|image| StateSnapshot::decode(image).is_ok())
+}
 
 /// What a range read covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +296,8 @@ pub struct StateMachine {
     applied: Index,
     clock_ms: u64,
     limits: Limits,
+    /// Deliberate bug (simulator only): a full session forgets its lowest result instead of refusing.
+    evict_pending_result: bool,
 }
 
 impl StateMachine {
@@ -213,7 +315,14 @@ impl StateMachine {
             applied: 0,
             clock_ms: 0,
             limits,
+            evict_pending_result: false,
         }
+    }
+
+    /// Switches on the deliberate bug that evicts a session's lowest unacknowledged result when it is full,
+    /// instead of refusing the new write (`reinado-sim --bug evict-pending-result`).
+    pub fn set_evict_pending_result(&mut self, on: bool) {
+        self.evict_pending_result = on;
     }
 
     /// The last index applied.
@@ -313,43 +422,34 @@ impl StateMachine {
 
     fn apply_command(&mut self, index: Index, cmd: Command) -> WriteOutcome {
         self.clock_ms = self.clock_ms.max(cmd.time_ms);
-        self.sessions.expire(self.clock_ms, &self.limits);
+        let now = self.clock_ms;
+        self.sessions.expire(now, &self.limits);
         let Some(id) = cmd.request_id.filter(|id| id.client_id != 0 && id.seq != 0) else {
             return self.execute(index, cmd.op);
         };
-        let now = self.clock_ms;
-        let session = self.sessions.touch(id.client_id, now);
-        let earlier = if id.seq < session.acked {
-            Some(WriteOutcome {
-                refused: format!(
-                    "request {} of client {} was already acknowledged",
-                    id.seq, id.client_id
-                ),
-                ..WriteOutcome::default()
-            })
-        } else {
-            session.results.get(&id.seq).cloned()
-        };
-        let outcome = match earlier {
-            Some(outcome) => outcome,
-            None => self.execute(index, cmd.op),
-        };
+        // An unknown session is a new one only while its client has had no answer yet: clients number writes
+        // from 1 and send as `acked` their lowest write still waiting (so 1, or 0, until an answer came in).
+        // Above that, the session existed and was forgotten, and this write may be the retry of one applied
+        // then: refuse it rather than run it twice. Writes of a client's first wave (all `acked <= 1`) are
+        // the one case a forgotten session cannot protect; a TTL far above the clients' retry window (and
+        // `max_sessions` above the number of active clients) keeps that from happening.
+        if !self.sessions.map.contains_key(&id.client_id) && id.acked > 1 {
+            return expired(&id);
+        }
         let max_results = self.limits.max_results_per_session;
-        let session = self
-            .sessions
-            .map
-            .get_mut(&id.client_id)
-            .expect("touched above");
-        if id.seq >= session.acked {
-            session.results.insert(id.seq, outcome.clone());
-        }
-        if id.acked > session.acked {
-            session.acked = id.acked;
-            session.results = session.results.split_off(&id.acked);
-        }
-        while session.results.len() > max_results {
-            session.results.pop_first();
-        }
+        let evict_pending = self.evict_pending_result;
+        let session = self.sessions.touch(id.client_id, now);
+        session.acknowledge(id.acked);
+        let outcome = match session.admit(&id, max_results, evict_pending) {
+            Some(answer) => answer,
+            None => {
+                let outcome = self.execute(index, cmd.op);
+                let session = self.sessions.map.get_mut(&id.client_id);
+                let session = session.expect("touched above");
+                session.results.insert(id.seq, outcome.clone());
+                outcome
+            }
+        };
         self.sessions.expire(now, &self.limits);
         outcome
     }
@@ -384,12 +484,11 @@ impl StateMachine {
         let grows_by = self.size_delta(&ops);
         if grows_by > 0 && self.size_bytes.saturating_add(grows_by as u64) > self.limits.quota_bytes
         {
-            outcome.refused = format!(
+            let why = format!(
                 "database quota of {} bytes reached ({} bytes stored)",
                 self.limits.quota_bytes, self.size_bytes
             );
-            outcome.deleted = false;
-            return outcome;
+            return refusal(Refusal::Quota, why);
         }
         for op in ops {
             match op.op {
@@ -550,7 +649,7 @@ impl StateMachine {
         Ok((out, self.applied + 1))
     }
 
-    /// The state machine's image, for a Raft snapshot.
+    /// The state machine's image in its checksummed envelope, for a Raft snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
         let image = StateSnapshot {
             kvs: self.kvs.iter().map(|(k, r)| r.to_kv(k, false)).collect(),
@@ -582,12 +681,13 @@ impl StateMachine {
                 .collect(),
             clock_ms: self.clock_ms,
         };
-        image.encode_to_vec()
+        envelope::seal(&image.encode_to_vec())
     }
 
-    /// Rebuilds the state machine from a snapshot taken at `index`. The change history starts after it.
+    /// Rebuilds the state machine from a snapshot taken at `index`, refusing one whose envelope is damaged.
+    /// The change history starts after it.
     pub fn restore(data: &[u8], index: Index, limits: Limits) -> Result<Self, BadSnapshot> {
-        let image = StateSnapshot::decode(data)?;
+        let image = StateSnapshot::decode(envelope::open(data)?)?;
         let mut sm = StateMachine::new(limits);
         for kv in image.kvs {
             sm.size_bytes += (kv.key.len() + kv.value.len()) as u64;
@@ -623,6 +723,8 @@ impl StateMachine {
         Ok(sm)
     }
 }
+
+mod envelope;
 
 #[cfg(test)]
 mod tests;

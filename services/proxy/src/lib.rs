@@ -12,6 +12,7 @@
 //! - [`pipeline`]: one stream per node carrying every Kv request for it, answered by id.
 //! - [`route`]: routing with retries, deadlines and redirects.
 //! - [`service`]: the Kv and Cluster services.
+//! - [`sessions`]: request ids for writes that arrive without one, a session per write in flight.
 //! - [`server`]: startup, health, shutdown.
 
 pub mod config;
@@ -19,4 +20,5 @@ pub mod pipeline;
 pub mod route;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod topology;

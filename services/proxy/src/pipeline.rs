@@ -3,7 +3,7 @@
 //! exchange per request. If the stream breaks, every request waiting on it fails with UNAVAILABLE (the router
 //! retries it, writes under the same request id) and the next request opens a new stream.
 
-use reinado_client::error::{LEADER_ADDR, LEADER_ID};
+use reinado_client::error::{LEADER_ADDR, LEADER_ID, REFUSAL};
 use reinado_proto::v1::pipeline_client::PipelineClient;
 use reinado_proto::v1::{PipelineRequest, PipelineResponse, pipeline_request, pipeline_response};
 use std::collections::HashMap;
@@ -156,10 +156,16 @@ fn deliver(waiters: &Waiters, answer: PipelineResponse) {
     let _ = waiter.send(into_answer(answer));
 }
 
-/// A pipelined answer as the unary call would have returned it (a redirect carries its metadata again).
+/// A pipelined answer as the unary call would have returned it (a redirect or a refusal carries its
+/// metadata again).
 fn into_answer(answer: PipelineResponse) -> Answer {
     if answer.code != 0 {
         let mut status = Status::new(tonic::Code::from(answer.code), answer.message);
+        if let Ok(v) = answer.refusal.parse()
+            && !answer.refusal.is_empty()
+        {
+            status.metadata_mut().insert(REFUSAL, v);
+        }
         if answer.leader_id != 0 {
             let md = status.metadata_mut();
             if let Ok(v) = answer.leader_id.to_string().parse() {

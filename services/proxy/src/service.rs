@@ -1,7 +1,7 @@
 //! The proxy's Kv and Cluster services: the same API as a node, routed (see `route.rs`).
 
 use crate::route::{Router, Target};
-use reinado_client::client::RequestIds;
+use crate::sessions::{LaneWrite, Lanes};
 use reinado_client::watch::WatchItem;
 use reinado_client::{Client, ClientError, ClientOptions};
 use reinado_proto::v1::cluster_server::Cluster;
@@ -19,8 +19,9 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 #[derive(Clone)]
 pub struct ProxyApi {
     router: Router,
-    /// Request ids for writes that arrive without one, so the proxy's own retries apply them once.
-    ids: Arc<RequestIds>,
+    /// Request ids for writes that arrive without one, so the proxy's own retries apply them once: a
+    /// session per write in flight (see [`crate::sessions`]).
+    lanes: Arc<Lanes>,
     attempt_timeout: Duration,
 }
 
@@ -73,16 +74,17 @@ macro_rules! pipelined {
     }};
 }
 
-/// A write's request id: the client's, or one of the proxy's (released when the write is answered).
-struct WriteId<'a> {
+/// A write's request id: the client's, or one of the proxy's (freed when the write is answered).
+struct WriteId {
     id: RequestId,
-    ours: Option<&'a RequestIds>,
+    ours: Option<LaneWrite>,
 }
 
-impl Drop for WriteId<'_> {
-    fn drop(&mut self) {
-        if let Some(ids) = self.ours {
-            ids.end(&self.id);
+impl WriteId {
+    /// The write is answered.
+    fn finish<T>(self, result: &Result<T, Status>) {
+        if let Some(lane) = self.ours {
+            lane.finish(result);
         }
     }
 }
@@ -92,18 +94,21 @@ impl ProxyApi {
     pub fn new(router: Router, attempt_timeout: Duration) -> Self {
         ProxyApi {
             router,
-            ids: Arc::new(RequestIds::new()),
+            lanes: Arc::new(Lanes::new()),
             attempt_timeout,
         }
     }
 
-    fn write_id(&self, given: Option<RequestId>) -> WriteId<'_> {
+    fn write_id(&self, given: Option<RequestId>) -> WriteId {
         match given {
             Some(id) => WriteId { id, ours: None },
-            None => WriteId {
-                id: self.ids.begin(),
-                ours: Some(&self.ids),
-            },
+            None => {
+                let lane = self.lanes.begin();
+                WriteId {
+                    id: lane.id,
+                    ours: Some(lane),
+                }
+            }
         }
     }
 
@@ -124,6 +129,14 @@ fn to_status(e: ClientError) -> Status {
         ClientError::InvalidArgument(m) => Status::invalid_argument(m),
         ClientError::NotFound(m) => Status::not_found(m),
         ClientError::QuotaExceeded(m) => Status::resource_exhausted(m),
+        ClientError::SessionExpired(m) => {
+            let mut status = Status::failed_precondition(m);
+            status.metadata_mut().insert(
+                reinado_client::error::REFUSAL,
+                tonic::metadata::MetadataValue::from_static(reinado_client::error::SESSION_EXPIRED),
+            );
+            status
+        }
         ClientError::Unavailable { what } => Status::unavailable(what),
         ClientError::Server { code, message } => Status::new(code, message),
         ClientError::Local(m) => Status::internal(m),
@@ -137,7 +150,9 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Write, Put)
+        let result = async { pipelined!(self, deadline, msg, Target::Write, Put) }.await;
+        id.finish(&result);
+        result
     }
 
     async fn get(&self, req: Request<GetRequest>) -> GrpcResult<GetResponse> {
@@ -150,7 +165,9 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Write, Delete)
+        let result = async { pipelined!(self, deadline, msg, Target::Write, Delete) }.await;
+        id.finish(&result);
+        result
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> GrpcResult<RangeResponse> {
@@ -163,7 +180,9 @@ impl Kv for ProxyApi {
         let mut msg = req.into_inner();
         let id = self.write_id(msg.request_id);
         msg.request_id = Some(id.id);
-        pipelined!(self, deadline, msg, Target::Write, Txn)
+        let result = async { pipelined!(self, deadline, msg, Target::Write, Txn) }.await;
+        id.finish(&result);
+        result
     }
 
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;

@@ -140,13 +140,14 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 6] = [
+const BUGS: [&str; 7] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
     "reuse-read-context",
     "ack-before-fsync",
     "accept-wiped-member",
+    "evict-pending-result",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -162,6 +163,7 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("reuse-read-context") => cfg.replica_bugs.reuse_read_context = true,
         Some("ack-before-fsync") => cfg.replica_bugs.ack_before_fsync = true,
         Some("accept-wiped-member") => cfg.replica_bugs.accept_wiped_member = true,
+        Some("evict-pending-result") => cfg.replica_bugs.evict_pending_result = true,
         _ => {}
     }
     cfg

@@ -111,6 +111,7 @@ fn failure(id: u64, status: Status) -> PipelineResponse {
         message: status.message().to_string(),
         leader_id: md(crate::error::LEADER_ID).parse().unwrap_or(0),
         leader_addr: md(crate::error::LEADER_ADDR),
+        refusal: md(crate::error::REFUSAL),
         response: None,
     }
 }

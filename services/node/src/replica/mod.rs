@@ -25,7 +25,7 @@ mod requests;
 mod start;
 mod started;
 
-use crate::error::NodeError;
+use crate::error::{NodeError, refusal_error};
 use crate::state::StateMachine;
 use reinado_proto::v1::{MemberContext, WriteOutcome};
 use reinado_raft::{
@@ -149,6 +149,9 @@ pub struct Bugs {
     /// An empty data dir bootstraps whatever its peers answer, and AddMember of a started member is
     /// answered "ok" (defect 1 put back: a lost disk comes back as a full voter).
     pub accept_wiped_member: bool,
+    /// A full session forgets its lowest unacknowledged result to make room, instead of refusing the new
+    /// write (defect 3 put back): a late retry of the forgotten write runs again.
+    pub evict_pending_result: bool,
 }
 
 /// Timing and limits of the replica, in ticks.
@@ -171,6 +174,8 @@ pub struct Settings {
     pub incarnation: u64,
     /// Record applied entries in [`Output::applied_entries`] (the simulator's checkers read them).
     pub record_applied: bool,
+    /// The state machine limits this node is configured with.
+    pub limits: crate::state::Limits,
     /// Deliberate bugs (simulator only).
     pub bugs: Bugs,
 }
@@ -254,6 +259,10 @@ impl<W: Waiters> Replica<W> {
         };
         let mut announced_client = BTreeMap::new();
         announced_client.insert(settings.id, settings.client_addr.clone());
+        state
+            .write()
+            .expect("state lock")
+            .set_evict_pending_result(settings.bugs.evict_pending_result);
         Replica {
             leader: status.leader,
             raft,
@@ -409,7 +418,8 @@ impl<W: Waiters> Replica<W> {
     fn write(&mut self, storage: &mut DiskStorage, ready: &Ready) -> Result<(), ReplicaError> {
         if let Some(snapshot) = &ready.snapshot {
             let limits = self.state.read().expect("state lock").limits();
-            let sm = StateMachine::restore(&snapshot.data, snapshot.meta.index, limits)?;
+            let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index, limits)?;
+            sm.set_evict_pending_result(self.settings.bugs.evict_pending_result);
             storage.save_snapshot(snapshot)?;
             *self.state.write().expect("state lock") = sm;
         }
@@ -515,13 +525,10 @@ impl<W: Waiters> Replica<W> {
         };
         drop(w.commit_span);
         let result = match outcome {
-            Some(o) if w.term == term && !o.refused.is_empty() && o.refused.contains("quota") => {
-                Err(NodeError::QuotaExceeded(o.refused))
-            }
-            Some(o) if w.term == term && !o.refused.is_empty() => {
-                Err(NodeError::FailedPrecondition(o.refused))
-            }
-            Some(o) if w.term == term => Ok(o),
+            Some(o) if w.term == term => match refusal_error(&o) {
+                Some(refused) => Err(refused),
+                None => Ok(o),
+            },
             // Another leader's entry took this index: ours was never committed.
             _ => Err(NodeError::LeadershipLost),
         };

@@ -456,3 +456,153 @@ fn members_are_recorded_started_through_the_log_and_forgotten_when_removed() {
     sm.apply(&conf_entry(5, ConfChangeKind::AddLearner, 2));
     assert!(!sm.started(2), "a removed member's record goes with it");
 }
+
+#[test]
+fn a_snapshot_with_a_flipped_byte_is_refused_by_restore_and_verify() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("alpha", "one"), Some((3, 1, 0)), 5),
+            cmd(put("beta", "two"), None, 6),
+        ],
+    );
+    let image = sm.snapshot();
+    assert!(verify_snapshot(&image));
+    assert!(StateMachine::restore(&image, sm.applied(), Limits::default()).is_ok());
+    // Every single flipped bit anywhere in the image (header or body) is caught.
+    for at in 0..image.len() {
+        let mut bad = image.clone();
+        bad[at] ^= 0x10;
+        assert!(!verify_snapshot(&bad), "byte {at} flipped passes verify");
+        let err = StateMachine::restore(&bad, sm.applied(), Limits::default())
+            .expect_err("a flipped byte is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("damaged") || text.contains("version"),
+            "byte {at}: {text}"
+        );
+    }
+    assert!(!verify_snapshot(&image[..3]), "truncated");
+    assert!(!verify_snapshot(&[]), "empty");
+}
+
+fn refusal_of(o: &WriteOutcome) -> Refusal {
+    Refusal::try_from(o.refusal).expect("a known refusal")
+}
+
+#[test]
+fn a_full_session_refuses_new_writes_but_still_answers_retries() {
+    let mut sm = StateMachine::new(Limits {
+        max_results_per_session: 2,
+        ..Limits::default()
+    });
+    // Writes 1..=3 of client 5 in flight at once, none acknowledged: the third finds the session full.
+    let out = apply_all(
+        &mut sm,
+        &[
+            cmd(put("a", "1"), Some((5, 1, 1)), 1),
+            cmd(put("b", "1"), Some((5, 2, 1)), 2),
+            cmd(put("c", "1"), Some((5, 3, 1)), 3),
+        ],
+    );
+    assert_eq!(refusal_of(&out[2]), Refusal::SessionFull, "{:?}", out[2]);
+    assert!(
+        out[2].refused.contains("2 unacknowledged results"),
+        "{}",
+        out[2].refused
+    );
+    assert_eq!(sm.get(b"c"), None, "a refused write is not executed");
+    // The retry of write 1, the one most likely still waiting, answers its first outcome: it is not run
+    // again (an evicted result would let `a` be written a second time, at version 2).
+    let retry = apply_all(&mut sm, &[cmd(put("a", "1"), Some((5, 1, 1)), 4)]);
+    assert_eq!(retry[0], out[0]);
+    assert_eq!(sm.get(b"a").unwrap().version, 1);
+    // Once write 1 is acknowledged, write 3 has room.
+    let out = apply_all(&mut sm, &[cmd(put("c", "1"), Some((5, 3, 2)), 5)]);
+    assert_eq!(refusal_of(&out[0]), Refusal::None, "{:?}", out[0]);
+    assert_eq!(value(&sm, "c").as_deref(), Some("1"));
+}
+
+#[test]
+fn every_replica_refuses_a_full_session_at_the_same_entry() {
+    let limits = Limits {
+        max_results_per_session: 3,
+        ..Limits::default()
+    };
+    let cmds: Vec<Command> = (1..=6)
+        .map(|seq| cmd(put(&format!("k{seq}"), "v"), Some((9, seq, 1)), seq))
+        .collect();
+    let (mut a, mut b) = (StateMachine::new(limits), StateMachine::new(limits));
+    let (out_a, out_b) = (apply_all(&mut a, &cmds), apply_all(&mut b, &cmds));
+    assert_eq!(out_a, out_b);
+    let refused: Vec<u64> = (1..=6u64)
+        .filter(|&seq| !out_a[seq as usize - 1].refused.is_empty())
+        .collect();
+    assert_eq!(refused, [4, 5, 6]);
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+#[test]
+fn a_forgotten_session_refuses_a_write_that_may_be_a_retry() {
+    let limits = Limits {
+        session_ttl_ms: 1000,
+        max_sessions: 1,
+        ..Limits::default()
+    };
+    let mut sm = StateMachine::new(limits);
+    let write_2 = cmd(put("k", "two"), Some((1, 2, 2)), 20);
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("k", "one"), Some((1, 1, 1)), 10),
+            write_2.clone(),
+            // Client 2 evicts client 1 (max_sessions = 1), then client 1 writes something else.
+            cmd(put("other", "x"), Some((2, 1, 1)), 30),
+            cmd(put("k", "three"), None, 40),
+        ],
+    );
+    assert!(!sm.sessions.map.contains_key(&1), "client 1 was evicted");
+    // The late retry of write 2 would put "two" back over "three".
+    let out = apply_all(&mut sm, &[write_2]);
+    assert_eq!(refusal_of(&out[0]), Refusal::SessionExpired, "{:?}", out[0]);
+    assert!(out[0].refused.contains("expired"), "{}", out[0].refused);
+    assert_eq!(value(&sm, "k").as_deref(), Some("three"));
+    assert!(
+        !sm.sessions.map.contains_key(&1),
+        "a refused session stays forgotten"
+    );
+    // Idle past the TTL: the same.
+    let out = apply_all(&mut sm, &[cmd(put("k", "late"), Some((2, 2, 2)), 5000)]);
+    assert_eq!(refusal_of(&out[0]), Refusal::SessionExpired);
+    assert_eq!(value(&sm, "k").as_deref(), Some("three"));
+    // A new session's first writes (nothing answered yet: acked 0 or 1) are accepted, in any order.
+    let out = apply_all(
+        &mut sm,
+        &[
+            cmd(put("n", "2"), Some((3, 2, 1)), 5001),
+            cmd(put("n", "1"), Some((3, 1, 1)), 5002),
+            cmd(put("m", "1"), Some((4, 1, 0)), 5003),
+        ],
+    );
+    assert!(out.iter().all(|o| o.refused.is_empty()), "{out:?}");
+}
+
+#[test]
+fn refusals_carry_their_kind() {
+    let mut sm = StateMachine::new(Limits {
+        quota_bytes: 4,
+        ..Limits::default()
+    });
+    let out = apply_all(
+        &mut sm,
+        &[
+            cmd(put("k", "123456"), Some((1, 1, 1)), 1),
+            cmd(put("k", "1"), Some((1, 3, 3)), 2),
+            cmd(put("k", "1"), Some((1, 2, 1)), 3),
+        ],
+    );
+    assert_eq!(refusal_of(&out[0]), Refusal::Quota);
+    assert_eq!(refusal_of(&out[1]), Refusal::None);
+    assert_eq!(refusal_of(&out[2]), Refusal::Acknowledged);
+}

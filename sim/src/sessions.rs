@@ -1,0 +1,116 @@
+//! The clients' sessions: how each seed bounds them and how a client numbers and acknowledges its writes.
+//!
+//! Some seeds give sessions few results (`max_results_per_session` 2..8) and clients that acknowledge
+//! lazily (only when the cluster says their session is full), so results pile up to the bound; and some
+//! seeds deliver late copies of client writes (a proxy or a network that retries long after the client
+//! moved on). Together they put a write's retry behind several newer writes of its session: a session table
+//! that evicted an unacknowledged result to make room would run that retry a second time, and the
+//! linearizability checker sees the value come back. Drawn from their own generator, so the rest of a
+//! seed's run (faults, timing) is what it was without them.
+
+use reinado_node::state::Limits;
+use reinado_raft::Rng;
+
+/// The session side of a run.
+#[derive(Clone, Debug)]
+pub struct SessionMix {
+    /// The limits every node is configured with.
+    pub limits: Limits,
+    /// Clients acknowledge their results only when the cluster refuses a write for a full session.
+    pub lazy_acks: bool,
+    /// The chance that a client write is delivered once more, late.
+    pub late_copy: f64,
+    /// Late copies arrive this many milliseconds after the attempt, at most.
+    pub late_copy_max_ms: u64,
+    rng: Rng,
+}
+
+impl SessionMix {
+    /// The mix for `seed`.
+    pub fn draw(seed: u64) -> SessionMix {
+        let mut rng = Rng::new(seed ^ 0x5e55_1095_u64.rotate_left(32));
+        let small = rng.range(0, 3) == 0;
+        let limits = Limits {
+            max_results_per_session: if small {
+                rng.range(2, 9) as usize
+            } else {
+                Limits::default().max_results_per_session
+            },
+            ..Limits::default()
+        };
+        SessionMix {
+            limits,
+            lazy_acks: small && rng.range(0, 4) != 0,
+            late_copy: if rng.range(0, 2) == 0 { 0.0 } else { 0.1 },
+            late_copy_max_ms: rng.range(300, 2_000),
+            rng,
+        }
+    }
+
+    /// After how many milliseconds a late copy of a write arrives, if it gets one.
+    pub fn late_copy_after(&mut self) -> Option<u64> {
+        let chance = (self.late_copy * 1_000_000.0) as u64;
+        ((self.rng.next_u64() % 1_000_000) < chance)
+            .then(|| self.rng.range(100, self.late_copy_max_ms + 1))
+    }
+}
+
+/// How one client numbers its writes: from 1 under a session id, with `acked` 1 until a write of the session
+/// was answered as applied (the cluster may not know the session before), then the client's watermark.
+#[derive(Clone, Debug)]
+pub struct ClientSession {
+    id: u64,
+    writes: u64,
+    acked: u64,
+    established: bool,
+    lazy: bool,
+}
+
+impl ClientSession {
+    /// The first session of client `client` (0-based).
+    pub fn new(client: u64, lazy: bool) -> Self {
+        ClientSession {
+            id: client + 1,
+            writes: 0,
+            acked: 1,
+            established: false,
+            lazy,
+        }
+    }
+
+    /// The request id of the client's next write: (client id, seq, acked). One write at a time: an eager
+    /// client acknowledges every earlier write with each new one.
+    pub fn next_write(&mut self) -> (u64, u64, u64) {
+        self.writes += 1;
+        if !self.lazy {
+            self.acked = self.writes;
+        }
+        (self.id, self.writes, self.sent_acked())
+    }
+
+    fn sent_acked(&self) -> u64 {
+        if self.established { self.acked } else { 1 }
+    }
+
+    /// A write of the session was applied and answered.
+    pub fn applied(&mut self) {
+        self.established = true;
+    }
+
+    /// The cluster refused the current write for a full session: acknowledge every earlier write. Returns
+    /// the `acked` its retry carries.
+    pub fn full(&mut self) -> u64 {
+        // A full session is one the cluster holds.
+        self.established = true;
+        self.acked = self.writes;
+        self.sent_acked()
+    }
+
+    /// The cluster forgot the session: the next write starts a new one (ids stay distinct across clients).
+    pub fn expired(&mut self, clients: u64) {
+        *self = ClientSession {
+            id: self.id + clients,
+            ..ClientSession::new(0, self.lazy)
+        };
+    }
+}
