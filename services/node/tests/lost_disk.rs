@@ -1,6 +1,6 @@
 //! A member whose data dir is lost (defect 1 of issue 9): with the same configuration and an empty data dir it
-//! must not come back as a voter. It refuses to start and says what to do. (The replacement that follows is
-//! exercised by the simulator's wipe fault; through real processes it is not yet shown here.)
+//! must not come back as a voter. It refuses to start and says what to do; once the operator removed it, the
+//! same node joins again as a learner, catches up and is promoted.
 
 use reinado_client::harness::LocalCluster;
 use std::time::Duration;
@@ -44,4 +44,29 @@ async fn a_member_with_a_lost_disk_is_refused_then_replaced() {
         log.contains(&format!("reinado members remove {victim}")),
         "{log}"
     );
+
+    // The operator's answer: remove it; the same node, started again with its empty data dir, joins as a
+    // learner and catches up. A member that has not applied the removal yet may still say it took part, so
+    // the start is retried, as a supervisor would.
+    client.remove_member(victim).await.unwrap();
+    let node = cluster.node(victim);
+    for attempt in 0.. {
+        std::fs::remove_dir_all(&node.data_dir).unwrap();
+        node.process.start();
+        if node.process.wait_exit(Duration::from_secs(2)).is_none() {
+            break;
+        }
+        assert!(attempt < 10, "still refused: {}", node.process.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    client.put(b"after", b"v").await.unwrap();
+    let commit = cluster.statuses().await[&leader].commit;
+    cluster
+        .wait_until("the replaced node is a caught-up voter again", WAIT, |st| {
+            st.get(&victim).is_some_and(|s| s.applied >= commit)
+                && st
+                    .get(&leader)
+                    .is_some_and(|l| l.members.iter().any(|m| m.id == victim && m.voter))
+        })
+        .await;
 }

@@ -22,7 +22,7 @@
 use super::{Replica, Waiters};
 use prost::Message as _;
 use reinado_proto::v1::{Command, MembersStarted, command};
-use reinado_raft::{NodeId, Role};
+use reinado_raft::{Index, NodeId, Role};
 use std::collections::BTreeMap;
 use tracing::info;
 
@@ -146,13 +146,15 @@ impl<W: Waiters> Replica<W> {
     /// A node that bootstrapped but has no record of anyone taking part answers "fresh": the cluster has not
     /// run yet, and the asking member bootstraps with it rather than waiting to join a cluster with no leader.
     pub fn probe(&self, id: NodeId) -> ProbeAnswer {
-        let (recorded, ran) = {
+        let (recorded, ran, applied) = {
             let state = self.state.read().expect("state lock");
-            (state.started(id), state.any_started())
+            (state.started(id), state.any_started(), state.applied())
         };
         let proposing =
             self.raft.role() == Role::Leader && self.started_proposed.0 == self.raft.term();
-        let proposed = proposing && self.started_proposed.1.contains_key(&id);
+        // Proposed and not applied yet; once applied, the record (or its removal since) speaks.
+        let pending = |&at: &Index| at > applied;
+        let proposed = proposing && self.started_proposed.1.get(&id).is_some_and(pending);
         ProbeAnswer {
             fresh: !ran && !proposing,
             started: recorded || proposed,
