@@ -1218,7 +1218,8 @@ impl World {
         let down: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.server.is_none() && !n.stopped)
+            // A node on a lost disk already has its next attempt (or its replacement) scheduled.
+            .filter(|(_, n)| n.server.is_none() && !n.stopped && !n.wiped)
             .map(|(&id, _)| id)
             .collect();
         for id in down {

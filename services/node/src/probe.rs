@@ -37,7 +37,8 @@ pub async fn empty_data_dir(
     bugs: replica::Bugs,
 ) -> anyhow::Result<Verdict> {
     let ids: Vec<NodeId> = members.keys().copied().collect();
-    for round in 0u32.. {
+    let mut round = 0u32;
+    loop {
         let answers = probe_all(me, members).await;
         let flags = answers.iter().map(|(&id, (a, _))| (id, *a)).collect();
         match replica::bootstrap_decision(me.id, &ids, &flags, bugs) {
@@ -55,14 +56,14 @@ pub async fn empty_data_dir(
             }
             BootstrapDecision::Refuse(why) => anyhow::bail!(why),
             BootstrapDecision::Wait(why) => {
-                if round % LOG_EVERY == 0 {
+                if round.is_multiple_of(LOG_EVERY) {
                     info!("empty data dir: waiting before bootstrapping: {why}");
                 }
             }
         }
+        round += 1;
         tokio::time::sleep(ROUND).await;
     }
-    unreachable!("the rounds go on until a decision")
 }
 
 /// One round: every other member asked at once; those that did not answer in time are absent.

@@ -15,8 +15,6 @@ pub struct Opened {
     pub raft: Raft,
     /// The state machine, at the core's snapshot.
     pub state: StateMachine,
-    /// The storage held nothing: the node never ran (or lost its data).
-    pub fresh: bool,
 }
 
 /// Why a node cannot start.
@@ -72,5 +70,5 @@ pub fn open(
             },
         )?,
     };
-    Ok(Opened { raft, state, fresh })
+    Ok(Opened { raft, state })
 }
