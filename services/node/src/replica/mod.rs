@@ -709,3 +709,6 @@ impl<W: Waiters> Replica<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
