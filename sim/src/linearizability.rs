@@ -1885,10 +1885,15 @@ mod tests {
 
     #[test]
     fn histories_of_a_real_store_are_linearizable() {
-        for seed in seeds() {
-            let history = generate(seed, &Shape::small());
-            if let Err(error) = check(&history) {
-                panic!("seed {seed}: a real store's history was rejected:\n{error}");
+        for (shape, name) in [
+            (Shape::small(), "single-key"),
+            (Shape::multi_key(), "multi-key"),
+        ] {
+            for seed in seeds() {
+                let history = generate(seed, &shape);
+                if let Err(error) = check(&history) {
+                    panic!("{name} seed {seed}: a real store's history was rejected:\n{error}");
+                }
             }
         }
     }
@@ -2093,44 +2098,33 @@ mod tests {
         linearizable
     }
 
+    /// `release` cases in a release build, a tenth of them in a debug one.
+    fn cases(release: usize) -> usize {
+        if cfg!(debug_assertions) {
+            release / 10
+        } else {
+            release
+        }
+    }
+
     #[test]
     fn agrees_with_brute_force_on_tiny_random_histories() {
-        let cases = if cfg!(debug_assertions) {
-            10_000
-        } else {
-            100_000
-        };
-        compare_with_brute_force(2024, cases, (7, 2, 30, 0));
+        compare_with_brute_force(2024, cases(100_000), (7, 2, 30, 0));
     }
 
     #[test]
     fn agrees_with_brute_force_when_most_outcomes_are_unknown() {
-        let cases = if cfg!(debug_assertions) {
-            5_000
-        } else {
-            50_000
-        };
-        compare_with_brute_force(2025, cases, (9, 1, 60, 0));
+        compare_with_brute_force(2025, cases(50_000), (9, 1, 60, 0));
     }
 
     #[test]
     fn agrees_with_brute_force_on_tiny_multi_key_histories() {
-        let cases = if cfg!(debug_assertions) {
-            10_000
-        } else {
-            100_000
-        };
-        compare_with_brute_force(2026, cases, (7, 4, 30, 40));
+        compare_with_brute_force(2026, cases(100_000), (7, 4, 30, 40));
     }
 
     #[test]
     fn agrees_with_brute_force_on_multi_key_histories_of_unknown_outcome() {
-        let cases = if cfg!(debug_assertions) {
-            5_000
-        } else {
-            50_000
-        };
-        compare_with_brute_force(2027, cases, (8, 3, 60, 50));
+        compare_with_brute_force(2027, cases(50_000), (8, 3, 60, 50));
     }
 
     // -- Multi-key operations -----------------------------------------------------------------
@@ -2268,16 +2262,6 @@ mod tests {
         let parts = partitions(&history, 0..history.len());
         let keys: Vec<Vec<Key>> = parts.into_iter().map(|(keys, _)| keys).collect();
         assert_eq!(keys, vec![vec![0, 1, 2], vec![3]]);
-    }
-
-    #[test]
-    fn multi_key_histories_of_a_real_store_are_linearizable() {
-        for seed in seeds() {
-            let history = generate(seed, &Shape::multi_key());
-            if let Err(error) = check(&history) {
-                panic!("seed {seed}: a real store's history was rejected:\n{error}");
-            }
-        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use reinado_node::replica::{
     self, BootstrapDecision, Output, ProbeAnswer, Settings, bootstrap_decision,
 };
 use reinado_proto::v1::MemberContext;
-use reinado_raft::{Bugs, Config, Message, NodeId, Raft, Rng, Role};
+use reinado_raft::{Bugs, ConfState, Config, Message, NodeId, Raft, Rng, Role};
 use reinado_storage::FaultyFs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -27,6 +27,9 @@ const TICK_MS: u64 = 10;
 const ATTEMPT_TIMEOUT_MS: u64 = 300;
 /// A client gives up on an operation after this long; its outcome is then unknown.
 const OP_DEADLINE_MS: u64 = 3_000;
+/// The most client operations in flight at once, over all clients: a client keeps fewer than
+/// [`SessionMix::in_flight`] when there are many clients (the cost of a run grows with the operations).
+const MAX_OPS_IN_FLIGHT: u64 = 8;
 /// Keys the clients use: few, so that operations contend; four groups for multi-key operations.
 const KEYS: u64 = 4 * GROUP_KEYS as u64;
 
@@ -174,7 +177,7 @@ struct Client {
     /// How the client numbers and acknowledges its writes.
     session: ClientSession,
     leader_hint: Option<NodeId>,
-    /// The operations in flight (at most [`SessionMix::in_flight`]), by the client's number for them.
+    /// The operations in flight (at most [`SessionMix::in_flight`], fewer with many clients), by number.
     in_flight: BTreeMap<u64, InFlight>,
 }
 
@@ -274,7 +277,9 @@ impl World {
                 in_flight: BTreeMap::new(),
             });
             // Each of the client's lanes keeps one operation in flight.
-            for _ in 0..world.sessions.in_flight {
+            let lanes =
+                (world.sessions.in_flight as u64).min(MAX_OPS_IN_FLIGHT / world.mix.clients);
+            for _ in 0..lanes.max(1) {
                 let at = world.rng.range(0, 50);
                 world.schedule(at, Event::ClientStart(c));
             }
@@ -1205,14 +1210,7 @@ impl World {
 
     fn transfer(&mut self) {
         let Some(leader) = self.leader() else { return };
-        let voters = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft()
-            .status()
-            .conf
-            .voters;
+        let voters = self.conf_of(leader).voters;
         let Some(target) = self.pick(&voters) else {
             return;
         };
@@ -1225,6 +1223,17 @@ impl World {
             };
             s.replica.request(req, out);
         });
+    }
+
+    /// The membership in force at live node `id`.
+    fn conf_of(&self, id: NodeId) -> ConfState {
+        self.nodes[&id]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft()
+            .conf()
+            .clone()
     }
 
     /// True if a leader's membership has at least `min` voters, each live, applied up to the leader's commit
@@ -1255,13 +1264,7 @@ impl World {
             return;
         }
         let Some(leader) = self.leader() else { return };
-        let conf = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft()
-            .status()
-            .conf;
+        let conf = self.conf_of(leader);
         if !self.replacing() && self.rng.range(0, 4) == 0 {
             self.trace(|| "operator: shrinks the cluster to one voter, then grows it back".into());
             self.resizing = Some(Resize::Shrink);
@@ -1314,13 +1317,7 @@ impl World {
         let after = self.rng.range(100, 400);
         self.schedule(after, Event::Resize);
         let Some(leader) = self.leader() else { return };
-        let conf = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft()
-            .conf()
-            .clone();
+        let conf = self.conf_of(leader);
         match self.resizing {
             Some(Resize::Shrink) if conf.voters.len() > 1 => {
                 if !self.replacing() {
