@@ -160,6 +160,12 @@ impl Raft {
         if self.maybe_commit() {
             self.need_broadcast = true;
         }
+        if self.leaving.is_some() {
+            self.maybe_leave();
+            if self.role != Role::Leader {
+                return;
+            }
+        }
         if self.transferee == Some(from)
             && self.progress[&from].match_index == self.log.last_index()
         {
