@@ -122,6 +122,7 @@ impl Raft {
         };
         let log_ok = self.cfg.bugs.vote_without_log_check
             || self.log.is_up_to_date(last_log_index, last_log_term);
+        let log_ok = log_ok && self.may_elect(m.from, last_log_index, last_log_term);
         let grant = if pre_vote {
             // Would we vote in the proposed term? Nobody's term or vote changes.
             m.term > self.term && log_ok
@@ -139,6 +140,24 @@ impl Raft {
             reject: !grant,
         };
         self.send_with_term(m.from, term, body);
+    }
+
+    /// Thesis §4.2.3: a removed server that did not learn of its removal campaigns in its old
+    /// configuration; with its log as long as the others', the remaining members would elect it as soon as
+    /// their leader is gone (the leader lease no longer holds them). So a candidate this node's configuration
+    /// does not list is refused, unless it may be a member this node has not heard of yet: an entry of this
+    /// node's uncommitted log adds it, or its log is ahead of this node's.
+    fn may_elect(&self, candidate: NodeId, last_log_index: Index, last_log_term: Term) -> bool {
+        if self.conf.contains(candidate) {
+            return true;
+        }
+        let ahead = last_log_term > self.log.last_term()
+            || (last_log_term == self.log.last_term() && last_log_index > self.log.last_index());
+        ahead
+            || self
+                .conf_changes(self.log.commit + 1, self.log.last_index())
+                .iter()
+                .any(|cc| cc.node_id == candidate && cc.kind != ConfChangeKind::Remove)
     }
 
     pub(crate) fn handle_vote_response(&mut self, m: Message) {

@@ -2,7 +2,7 @@
 //! CheckQuorum, ReadIndex (thesis §6.4), snapshots (§7) and leadership transfer (thesis §3.10).
 
 use crate::progress::{Progress, ProgressState};
-use crate::raft::{PendingRead, Raft};
+use crate::raft::{Leaving, PendingRead, Raft};
 use crate::types::*;
 
 impl Raft {
@@ -22,6 +22,13 @@ impl Raft {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.cfg.election_ticks {
                 self.transferee = None;
+            }
+        }
+        if let Some(leaving) = self.leaving.as_mut() {
+            leaving.ticks += 1;
+            if leaving.ticks >= 2 * self.cfg.election_ticks {
+                // A remaining voter does not answer (it is down or cut off): hand over all the same.
+                return self.hand_over_after_removal();
             }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
@@ -153,6 +160,12 @@ impl Raft {
         if self.maybe_commit() {
             self.need_broadcast = true;
         }
+        if self.leaving.is_some() {
+            self.maybe_leave();
+            if self.role != Role::Leader {
+                return;
+            }
+        }
         if self.transferee == Some(from)
             && self.progress[&from].match_index == self.log.last_index()
         {
@@ -199,6 +212,9 @@ impl Raft {
             return;
         };
         pr.read_round = pr.read_round.max(read_round);
+        if self.leaving.is_some() {
+            return self.maybe_leave();
+        }
         if pr.match_index < last {
             // The peer is behind: an append or its answer may have been lost. Let one more through, even an
             // empty one: if the entries before `next_index` were lost, the peer rejects it and we probe back.
@@ -434,7 +450,14 @@ impl Raft {
                     .or_insert_with(|| Progress::new(next));
                 self.need_broadcast = true;
             }
-            ConfChangeKind::Remove if id == me => self.hand_over_after_removal(),
+            ConfChangeKind::Remove if id == me => {
+                self.leaving = Some(Leaving {
+                    index: self.log.commit,
+                    round: None,
+                    ticks: 0,
+                });
+                self.maybe_leave();
+            }
             ConfChangeKind::Remove => {
                 self.progress.remove(&id);
                 if self.transferee == Some(id) {
@@ -442,6 +465,40 @@ impl Raft {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The leader whose removal committed hands over once every remaining voter is known to have learned
+    /// that commit: each holds the entries up to it, and then answered a heartbeat sent since, which carried
+    /// it. Before, a voter that has not learned it still counts this node's vote (a change takes effect on
+    /// commit), and with one voter left and this node's log longer than the voter's (entries proposed after
+    /// the removal), that voter would never win an election again.
+    fn maybe_leave(&mut self) {
+        let Some(leaving) = self.leaving else {
+            return;
+        };
+        let voters: Vec<NodeId> = self.conf.voters.clone();
+        let holds =
+            |id: &NodeId, f: &dyn Fn(&Progress) -> bool| self.progress.get(id).is_some_and(f);
+        if !voters
+            .iter()
+            .all(|v| holds(v, &|p| p.match_index >= leaving.index))
+        {
+            return;
+        }
+        match leaving.round {
+            None => {
+                let round = self.read_round + 1;
+                self.leaving = Some(Leaving {
+                    round: Some(round),
+                    ..leaving
+                });
+                self.need_read_round = true;
+            }
+            Some(round) if voters.iter().all(|v| holds(v, &|p| p.read_round >= round)) => {
+                self.hand_over_after_removal()
+            }
+            Some(_) => {}
         }
     }
 

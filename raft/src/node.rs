@@ -146,6 +146,10 @@ impl Raft {
         if let Some(target) = self.transferee {
             return Err(Error::TransferInProgress(target));
         }
+        if self.leaving.is_some() {
+            // Its own removal committed: it only hands over now.
+            return Err(Error::NotLeader { leader: None });
+        }
         Ok(())
     }
 

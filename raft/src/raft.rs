@@ -81,6 +81,9 @@ pub struct Raft {
     /// Leader only: the target of a leadership transfer in progress, and for how many ticks it has run.
     pub(crate) transferee: Option<NodeId>,
     pub(crate) transfer_elapsed: usize,
+    /// Leader only: its own removal committed, and it leads on (taking no proposals) until every remaining
+    /// voter has been told so; see `Leaving`.
+    pub(crate) leaving: Option<Leaving>,
     /// Leader only: the current read round and the reads waiting on it.
     pub(crate) read_round: u64,
     pub(crate) pending_reads: VecDeque<PendingRead>,
@@ -129,6 +132,7 @@ impl Raft {
             pending_conf_index: 0,
             transferee: None,
             transfer_elapsed: 0,
+            leaving: None,
             read_round: 0,
             pending_reads: VecDeque::new(),
             reads_before_commit: Vec::new(),
@@ -266,6 +270,7 @@ impl Raft {
         self.progress.clear();
         self.transferee = None;
         self.transfer_elapsed = 0;
+        self.leaving = None;
         self.need_broadcast = false;
         self.need_read_round = false;
         self.fail_pending_reads();
@@ -287,7 +292,7 @@ impl Raft {
     }
 
     /// The membership changes held in the log at indexes `[lo, hi]`.
-    fn conf_changes(&self, lo: Index, hi: Index) -> Vec<ConfChange> {
+    pub(crate) fn conf_changes(&self, lo: Index, hi: Index) -> Vec<ConfChange> {
         (lo.max(self.log.first_index())..=hi)
             .map_while(|i| self.log.entry(i))
             .filter(|e| e.kind == EntryKind::ConfChange)
@@ -437,6 +442,17 @@ impl Raft {
                 _ => self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks,
             }
     }
+}
+
+/// A leader whose own removal committed, telling the remaining voters before it hands over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Leaving {
+    /// The commit index once the removal committed: every remaining voter must learn it.
+    pub(crate) index: Index,
+    /// The heartbeat round sent once every remaining voter held the entries up to `index`.
+    pub(crate) round: Option<u64>,
+    /// Ticks since the removal committed.
+    pub(crate) ticks: usize,
 }
 
 /// §5.2: an election timeout drawn from `[election_ticks, 2 × election_ticks)`, so that split votes are rare.

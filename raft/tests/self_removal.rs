@@ -1,11 +1,11 @@
 //! Thesis §4.2.2, removing the current leader: a leader that commits its own removal steps down, but first it
-//! tells the remaining voters the new commit index (they take a change into force only once they learn it is
+//! makes sure the remaining voters hold the new commit index (they take a change into force only once they learn it is
 //! committed, so until then they still count the old leader's vote) and hands leadership over with TimeoutNow
 //! (thesis §3.10), so that the most caught-up remaining voter campaigns at once in the new configuration.
 
 mod harness;
 
-use harness::{Network, drain};
+use harness::{Network, Verdict, drain};
 use reinado_raft::*;
 
 fn remove(id: NodeId) -> ConfChange {
@@ -72,7 +72,7 @@ fn t4_2_2_removed_leader_of_three_voters_is_replaced_without_an_election_timeout
 }
 
 #[test]
-fn t4_2_2_removed_leader_sends_the_commit_index_to_every_remaining_voter_before_timeout_now() {
+fn t4_2_2_removed_leader_leads_until_every_remaining_voter_holds_the_commit_then_hands_over() {
     let mut raft = Raft::bootstrap(Config::new(1), &[1, 2, 3]).unwrap();
     drain(&mut raft);
     raft.start_election();
@@ -113,8 +113,28 @@ fn t4_2_2_removed_leader_sends_the_commit_index_to_every_remaining_voter_before_
 
     // Node 2's answer commits the removal (1 and 2 are a quorum of {1, 2, 3}); node 3 has not answered yet.
     raft.step(ack(2, removal));
-    assert_eq!(raft.status().role, Role::Follower);
     assert_eq!(raft.status().conf.voters, vec![2, 3]);
+    // It leads on, taking no proposals, until both remaining voters hold the commit.
+    assert_eq!(raft.status().role, Role::Leader);
+    let refused = raft.propose(b"x".to_vec());
+    assert!(
+        matches!(refused, Err(Error::NotLeader { leader: None })),
+        "{refused:?}"
+    );
+    drain(&mut raft);
+    raft.step(ack(3, removal));
+    let heartbeats = drain(&mut raft);
+    let round = heartbeats.iter().find_map(|m| match m.body {
+        MessageBody::Heartbeat { commit, read_round } if m.to == 3 => Some((commit, read_round)),
+        _ => None,
+    });
+    let (commit, round) = round.unwrap_or_else(|| panic!("a heartbeat round: {heartbeats:?}"));
+    assert!(commit >= removal);
+    let answer = MessageBody::HeartbeatResponse { read_round: round };
+    raft.step(from(2, answer.clone()));
+    assert_eq!(raft.status().role, Role::Leader, "node 3 has not answered");
+    raft.step(from(3, answer));
+    assert_eq!(raft.status().role, Role::Follower);
     let ready = raft.ready();
     // A leader's appends and TimeoutNow may leave before its disk write (thesis §10.2.1): they are all here.
     let msgs = ready.messages.clone();
@@ -132,18 +152,6 @@ fn t4_2_2_removed_leader_sends_the_commit_index_to_every_remaining_voter_before_
         });
         assert!(pos.is_some(), "no commit index for {to}: {msgs:?}");
     }
-    // Node 3 is sent the removal entry itself, so that it can take the commit index.
-    let to_3 = msgs.iter().find(|m| m.to == 3).unwrap();
-    let MessageBody::Append {
-        prev_log_index,
-        entries,
-        ..
-    } = &to_3.body
-    else {
-        panic!("{to_3:?}")
-    };
-    assert!(*prev_log_index < removal);
-    assert!(entries.iter().any(|e| e.index == removal));
     // The most caught-up voter (node 2) is told to campaign, after its append.
     let timeout_nows: Vec<usize> = (0..msgs.len())
         .filter(|&i| msgs[i].body == MessageBody::TimeoutNow)
@@ -153,4 +161,69 @@ fn t4_2_2_removed_leader_sends_the_commit_index_to_every_remaining_voter_before_
     assert_eq!(msgs[t].to, 2);
     let append_to_2 = msgs.iter().position(|m| m.to == 2).unwrap();
     assert!(append_to_2 < t, "{msgs:?}");
+}
+
+/// Found by the simulator (a cluster shrunk to one voter): the removed leader had an entry of its own past
+/// the removal that the remaining voter lacked, and the one message that carried the commit was lost. Had it
+/// stepped down then, the remaining voter, still counting its vote, would never have been elected (the
+/// removed node refuses it: its log is longer). It leads on until the remaining voter holds the commit.
+#[test]
+fn t4_2_2_removed_leader_whose_commit_message_is_lost_hands_over_once_it_is_delivered() {
+    let mut net = Network::new(2);
+    net.elect(1);
+    let removal = net.status(1).last_index + 1;
+    // Node 2's answer to the removal waits; meanwhile node 1 appends an entry node 2 does not get.
+    net.set_hook(|m| match m.body {
+        MessageBody::AppendResponse { .. } if m.from == 2 => Verdict::Hold,
+        _ => Verdict::Deliver,
+    });
+    net.conf_change(1, ConfChangeKind::Remove, 1).unwrap();
+    net.set_hook(|m| match m.body {
+        MessageBody::Append { .. } if m.to == 2 => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    net.propose(1, b"b=2").unwrap();
+    // The answer arrives, the removal commits, and the first message carrying that commit to node 2 is lost.
+    let mut lost = false;
+    net.set_hook(move |m| match m.body {
+        MessageBody::Append { commit, .. } | MessageBody::Heartbeat { commit, .. }
+            if m.to == 2 && commit >= removal && !lost =>
+        {
+            lost = true;
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    net.release_held();
+    net.tick_all(60);
+    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
+    assert_eq!(net.status(2).conf.voters, vec![2]);
+    assert_eq!(net.status(1).role, Role::Follower);
+}
+
+/// Thesis §4.2.3, found by the simulator: a removed node that never learned its removal committed has a log
+/// as long as the others' and campaigns in its old configuration. Once their leader is gone, no lease holds
+/// the remaining voters back; they refuse it because their configuration does not list it.
+#[test]
+fn t4_2_3_a_removed_node_is_not_elected_by_voters_that_applied_its_removal() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let (removal, _) = net.conf_change(1, ConfChangeKind::Remove, 3).unwrap();
+    net.tick_nodes(&[1], 4);
+    assert!(net.status(2).commit >= removal, "{:?}", net.status(2));
+    assert_eq!(
+        net.status(3).conf.voters,
+        vec![1, 2, 3],
+        "node 3 never learned it"
+    );
+    net.isolate(1);
+    net.tick_nodes(&[2, 3], 100);
+    let led = net
+        .sent
+        .iter()
+        .any(|m| m.from == 3 && matches!(m.body, MessageBody::Append { .. }));
+    assert!(!led, "the removed node became leader");
+    net.heal();
+    net.tick_all(60);
+    assert!(matches!(net.leader(), Some(1 | 2)), "{:?}", net.leader());
 }

@@ -5,7 +5,9 @@
 //! start decision) over `reinado-storage`'s real write-ahead log on a fault-injecting file system; only the
 //! network, the clock and the disk are simulated. Every choice is drawn from one seed: message loss, duplication, reordering and delay; symmetric and one-way
 //! partitions; crashes that lose what was not fsynced; membership changes, leadership transfers and snapshots
-//! during all of that; and clients issuing put/get/delete/compare-and-swap with unique request ids. A seed
+//! during all of that (down to a single voter, with removed nodes kept running); and clients with several
+//! operations in flight issuing put/get/delete/compare-and-swap, multi-key transactions and atomic reads of
+//! a group of keys, with unique request ids. A seed
 //! reproduces a whole run, so a failure is replayed with `make sim SEED=<seed> VERBOSE=1`.
 //!
 //! Each run has two phases: safety under faults, then liveness after healing (a leader is elected, every

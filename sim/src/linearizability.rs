@@ -8,10 +8,14 @@
 //!
 //! # Algorithm
 //!
-//! - **Partition per key** (P-compositionality, Horn & Kroening, "Faster linearizability checking
-//!   via P-compositionality", FORTE 2015). Operations on different keys commute, so a history is
-//!   linearizable iff the sub-history of every key is. Each key is searched on its own, in key
-//!   order, with its own step budget; the state of the model is one `Option<Value>`.
+//! - **Partition per independent object** (P-compositionality, Horn & Kroening, "Faster
+//!   linearizability checking via P-compositionality", FORTE 2015). Linearizability is
+//!   compositional: a history is linearizable iff the sub-history of every independent object is.
+//!   Keys are grouped in fixed runs of [`GROUP_KEYS`], and a multi-key operation (a transaction, a
+//!   read of a whole group) touches one group only; the objects are the connected components of keys
+//!   that operations touch together, so a key no multi-key operation links to another is still
+//!   searched alone. Each component is searched on its own, in the order of its lowest key, with its
+//!   own step budget; the state of the model is its group's values ([`GroupState`]).
 //! - **Wing & Gong search** (Wing & Gong, "Testing and verifying concurrent objects", JPDC 17(1),
 //!   1993), in the shape of Porcupine (Athalye, <https://github.com/anishathalye/porcupine>,
 //!   `checker.go`). Call and return entries live in one doubly linked list sorted by time. A
@@ -43,8 +47,9 @@
 //!    dropped (moved to the end: "never"), or moved one step later, without changing any output.
 //! 3. Unknown operations that are identical after rule 4 are interchangeable once both are called,
 //!    so only the earliest-called pending one of a kind is tried.
-//! 4. A written value that no get returns and no CAS expects cannot be told apart from another such
-//!    value, so all of them become one placeholder value; their states then share memo entries.
+//! 4. A written value that no read returns and no CAS or transaction expects cannot be told apart
+//!    from another such value, so all of them become one placeholder value; their states then share
+//!    memo entries.
 //! 5. Subsumption in the memo: a configuration is dead if one with the same known operations,
 //!    state and rule-2 context, and a *subset* of its unknown operations, was explored without
 //!    success (having used fewer of them, it could do everything this one can). Configurations are
@@ -77,6 +82,84 @@ pub type Key = u64;
 /// recognisable; the checker is correct without it but finds violations faster with it.
 pub type Value = u64;
 
+/// Keys per group. Keys are grouped in fixed runs of this many (`key / GROUP_KEYS`): a multi-key
+/// operation touches the keys of one group only, so that groups stay independent objects.
+pub const GROUP_KEYS: usize = 3;
+
+/// A group of keys (the keys `group * GROUP_KEYS ..` of it).
+pub type Group = u64;
+
+/// The state of a group: the value of each of its keys, by slot (`key % GROUP_KEYS`).
+pub type GroupState = [Option<Value>; GROUP_KEYS];
+
+/// The group `key` belongs to.
+pub fn group_of(key: Key) -> Group {
+    key / GROUP_KEYS as u64
+}
+
+/// The position of `key` in its group's state.
+pub fn slot_of(key: Key) -> usize {
+    (key % GROUP_KEYS as u64) as usize
+}
+
+/// The key at `slot` of `group`.
+pub fn key_at(group: Group, slot: usize) -> Key {
+    group * GROUP_KEYS as u64 + slot as u64
+}
+
+/// A transaction's condition on one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cond {
+    /// The key holds this value.
+    Equals(Value),
+    /// The key is absent.
+    Absent,
+}
+
+/// A transaction's write of one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Write {
+    /// Sets the key to this value.
+    Put(Value),
+    /// Removes the key.
+    Delete,
+}
+
+/// A multi-key transaction over one group: if every condition holds, the `success` writes are applied,
+/// otherwise the `failure` writes; all at once. Slot `i` of each array is about key `key_at(group, i)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Txn {
+    /// The group whose keys it reads and writes.
+    pub group: Group,
+    /// The condition on each key, if any (none at all: the transaction always succeeds).
+    pub compare: [Option<Cond>; GROUP_KEYS],
+    /// The writes if every condition holds.
+    pub success: [Option<Write>; GROUP_KEYS],
+    /// The writes otherwise.
+    pub failure: [Option<Write>; GROUP_KEYS],
+}
+
+impl Txn {
+    /// Whether every condition holds in `state`.
+    pub fn holds(&self, state: &GroupState) -> bool {
+        self.compare
+            .iter()
+            .zip(state)
+            .all(|(cond, value)| match cond {
+                None => true,
+                Some(Cond::Equals(v)) => *value == Some(*v),
+                Some(Cond::Absent) => value.is_none(),
+            })
+    }
+
+    /// The slots the transaction compares or may write.
+    fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..GROUP_KEYS).filter(|&s| {
+            self.compare[s].is_some() || self.success[s].is_some() || self.failure[s].is_some()
+        })
+    }
+}
+
 /// A client request against the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
@@ -106,17 +189,43 @@ pub enum KvOp {
         /// The value after a successful swap (`None`: the key is removed).
         new: Option<Value>,
     },
+    /// A multi-key transaction (boxed in spirit: it is the largest variant, but stays `Copy`).
+    Txn(Txn),
+    /// Reads every key of `group` at one point in time.
+    ReadGroup {
+        /// The group read.
+        group: Group,
+    },
 }
 
 impl KvOp {
-    /// The key this operation touches.
-    pub fn key(&self) -> Key {
+    /// The group of keys this operation touches.
+    pub fn group(&self) -> Group {
         match *self {
             KvOp::Put { key, .. }
             | KvOp::Get { key }
             | KvOp::Delete { key }
-            | KvOp::Cas { key, .. } => key,
+            | KvOp::Cas { key, .. } => group_of(key),
+            KvOp::Txn(txn) => txn.group,
+            KvOp::ReadGroup { group } => group,
         }
+    }
+
+    /// The keys this operation reads or writes (those of a transaction's conditions and branches).
+    pub fn keys(&self) -> Vec<Key> {
+        match *self {
+            KvOp::Put { key, .. }
+            | KvOp::Get { key }
+            | KvOp::Delete { key }
+            | KvOp::Cas { key, .. } => vec![key],
+            KvOp::Txn(txn) => txn.slots().map(|s| key_at(txn.group, s)).collect(),
+            KvOp::ReadGroup { group } => (0..GROUP_KEYS).map(|s| key_at(group, s)).collect(),
+        }
+    }
+
+    /// True if the operation only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, KvOp::Get { .. } | KvOp::ReadGroup { .. })
     }
 }
 
@@ -137,6 +246,13 @@ pub enum KvOutput {
         /// Whether the swap happened.
         succeeded: bool,
     },
+    /// A transaction was applied.
+    Txn {
+        /// Whether every condition held (the success branch was applied).
+        succeeded: bool,
+    },
+    /// The values of a group's keys, by slot.
+    ReadGroup(GroupState),
 }
 
 /// One client request as the simulator observed it.
@@ -156,30 +272,50 @@ pub struct Operation {
     pub output: Option<KvOutput>,
 }
 
-/// The sequential specification: applies `op` to a key holding `value` and returns the new value
-/// of the key and the output a correct store gives. Every key starts absent (`None`).
-pub fn apply_op(value: Option<Value>, op: &KvOp) -> (Option<Value>, KvOutput) {
-    match *op {
-        KvOp::Put { value: written, .. } => (Some(written), KvOutput::Put),
-        KvOp::Get { .. } => (value, KvOutput::Get(value)),
-        KvOp::Delete { .. } => (
-            None,
-            KvOutput::Delete {
-                existed: value.is_some(),
-            },
-        ),
-        KvOp::Cas { expected, new, .. } => {
-            let succeeded = value == expected;
-            let after = if succeeded { new } else { value };
-            (after, KvOutput::Cas { succeeded })
+/// The sequential specification: applies `op` to its group in `state` and returns the group's new
+/// state and the output a correct store gives. Every key starts absent (`None`).
+pub fn apply_op(state: &GroupState, op: &KvOp) -> (GroupState, KvOutput) {
+    let mut after = *state;
+    let output = match *op {
+        KvOp::Put { key, value } => {
+            after[slot_of(key)] = Some(value);
+            KvOutput::Put
         }
-    }
+        KvOp::Get { key } => KvOutput::Get(state[slot_of(key)]),
+        KvOp::Delete { key } => {
+            after[slot_of(key)] = None;
+            KvOutput::Delete {
+                existed: state[slot_of(key)].is_some(),
+            }
+        }
+        KvOp::Cas { key, expected, new } => {
+            let succeeded = state[slot_of(key)] == expected;
+            if succeeded {
+                after[slot_of(key)] = new;
+            }
+            KvOutput::Cas { succeeded }
+        }
+        KvOp::Txn(txn) => {
+            let succeeded = txn.holds(state);
+            let branch = if succeeded { txn.success } else { txn.failure };
+            for (value, write) in after.iter_mut().zip(branch) {
+                match write {
+                    Some(Write::Put(v)) => *value = Some(v),
+                    Some(Write::Delete) => *value = None,
+                    None => {}
+                }
+            }
+            KvOutput::Txn { succeeded }
+        }
+        KvOp::ReadGroup { .. } => KvOutput::ReadGroup(*state),
+    };
+    (after, output)
 }
 
 /// Limits of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckConfig {
-    /// Search steps allowed per key (one step = one entry visited) before giving up with
+    /// Search steps allowed per partition (one step = one entry visited) before giving up with
     /// [`CheckError::Budget`].
     pub max_steps_per_key: u64,
 }
@@ -198,31 +334,33 @@ impl Default for CheckConfig {
 /// Why [`check`] did not accept a history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckError {
-    /// The history of one key has no linearization (boxed: a violation is large and rare).
+    /// The history of one partition has no linearization (boxed: a violation is large and rare).
     NotLinearizable(Box<Violation>),
-    /// The search for `key` used up its step budget: the history may or may not be linearizable.
+    /// The search of a partition used up its step budget: the history may or may not be linearizable.
     Budget {
-        /// The key whose search was abandoned.
-        key: Key,
+        /// The keys of the partition whose search was abandoned.
+        keys: Vec<Key>,
         /// The budget that was exhausted.
         steps: u64,
     },
 }
 
-/// Proof material for a non-linearizable key, meant for a human reading a failed simulation.
+/// Proof material for a non-linearizable partition, meant for a human reading a failed simulation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// The key whose operations cannot be linearized.
-    pub key: Key,
+    /// The keys (of one group) whose operations cannot be linearized.
+    pub keys: Vec<Key>,
+    /// Their group.
+    pub group: Group,
     /// One-sentence summary.
     pub message: String,
-    /// Every operation on this key that the search considered, as (index in the history, operation),
+    /// Every operation on these keys that the search considered, as (index in the history, operation),
     /// in history order. Reads with unknown outcome are left out.
     pub ops: Vec<(usize, Operation)>,
     /// The longest linearizable prefix the search found, as history indices in linearization order.
     pub longest_prefix: Vec<usize>,
-    /// The value of the key after `longest_prefix`.
-    pub value_after_prefix: Option<Value>,
+    /// The state of the group after `longest_prefix`.
+    pub state_after_prefix: GroupState,
     /// History index of the first operation (by return time) left out of the prefix: it returned,
     /// so something had to take effect before then.
     pub deadline: usize,
@@ -241,29 +379,29 @@ pub fn check(history: &[Operation]) -> Result<(), CheckError> {
     check_with(history, &CheckConfig::default())
 }
 
-/// Checks that `history` is linearizable, key by key in ascending key order, and returns the first
-/// key that is not (or whose search ran out of budget).
+/// Checks that `history` is linearizable, partition by partition in ascending order of their lowest
+/// key, and returns the first partition that is not (or whose search ran out of budget).
 ///
 /// # Panics
 ///
 /// As [`check`].
 pub fn check_with(history: &[Operation], config: &CheckConfig) -> Result<(), CheckError> {
-    let mut by_key: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
     for (index, operation) in history.iter().enumerate() {
         validate(index, operation);
-        let unknown_read = operation.output.is_none() && matches!(operation.op, KvOp::Get { .. });
-        if !unknown_read {
-            by_key.entry(operation.op.key()).or_default().push(index);
-        }
     }
-    for (key, indices) in by_key {
+    let considered = (0..history.len()).filter(|&i| {
+        let operation = &history[i];
+        // Reads of unknown outcome constrain nothing.
+        operation.output.is_some() || !operation.op.is_read()
+    });
+    for (keys, indices) in partitions(history, considered) {
         let partition = Partition::new(history, indices);
         let mut search = Search::new(&partition.ops);
         match search.run(config.max_steps_per_key) {
             Outcome::Linearizable => {}
             Outcome::Budget => {
                 let steps = config.max_steps_per_key;
-                return Err(CheckError::Budget { key, steps });
+                return Err(CheckError::Budget { keys, steps });
             }
             Outcome::NotLinearizable => {
                 let longest: Vec<usize> = search
@@ -271,12 +409,59 @@ pub fn check_with(history: &[Operation], config: &CheckConfig) -> Result<(), Che
                     .iter()
                     .map(|&i| partition.history_index[i])
                     .collect();
-                let violation = explain(key, history, &partition.history_index, longest);
+                let violation = explain(keys, history, &partition.history_index, longest);
                 return Err(CheckError::NotLinearizable(Box::new(violation)));
             }
         }
     }
     Ok(())
+}
+
+/// Splits the operations `indices` of `history` into independent objects: the connected components of
+/// keys that some operation touches together (P-compositionality). A component lies inside one group,
+/// since an operation touches one group only. Returns (the component's keys, ascending; its operations,
+/// in history order), in ascending order of the lowest key.
+fn partitions(
+    history: &[Operation],
+    indices: impl Iterator<Item = usize>,
+) -> Vec<(Vec<Key>, Vec<usize>)> {
+    let mut root: BTreeMap<Key, Key> = BTreeMap::new();
+    fn find(root: &mut BTreeMap<Key, Key>, key: Key) -> Key {
+        let parent = *root.entry(key).or_insert(key);
+        if parent == key {
+            return key;
+        }
+        let top = find(root, parent);
+        root.insert(key, top);
+        top
+    }
+    let indices: Vec<usize> = indices.collect();
+    for &i in &indices {
+        let keys = history[i].op.keys();
+        let mut top = find(&mut root, keys[0]);
+        for &key in &keys[1..] {
+            let other = find(&mut root, key);
+            // Union by the lower key, so that a component's root is its lowest key.
+            let (low, high) = (top.min(other), top.max(other));
+            root.insert(high, low);
+            top = low;
+        }
+    }
+    let mut components: BTreeMap<Key, (Vec<Key>, Vec<usize>)> = BTreeMap::new();
+    let keys: Vec<Key> = root.keys().copied().collect();
+    for key in keys {
+        let top = find(&mut root, key);
+        components.entry(top).or_default().0.push(key);
+    }
+    for i in indices {
+        let top = find(&mut root, history[i].op.keys()[0]);
+        components
+            .get_mut(&top)
+            .expect("every key has a component")
+            .1
+            .push(i);
+    }
+    components.into_values().collect()
 }
 
 fn validate(index: usize, operation: &Operation) {
@@ -295,6 +480,8 @@ fn validate(index: usize, operation: &Operation) {
             | (KvOp::Get { .. }, KvOutput::Get(_))
             | (KvOp::Delete { .. }, KvOutput::Delete { .. })
             | (KvOp::Cas { .. }, KvOutput::Cas { .. })
+            | (KvOp::Txn(_), KvOutput::Txn { .. })
+            | (KvOp::ReadGroup { .. }, KvOutput::ReadGroup(_))
     );
     assert!(
         kinds_match,
@@ -304,10 +491,10 @@ fn validate(index: usize, operation: &Operation) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One key's operations, prepared for the search.
+// One partition's operations, prepared for the search.
 
-/// The model state of one key.
-type State = Option<Value>;
+/// The model state of one partition: its group's keys.
+type State = GroupState;
 
 /// An operation as the search sees it (values canonicalized, rule 4 of the module docs).
 struct SearchOp {
@@ -344,8 +531,10 @@ impl Partition {
                 let operation = &history[i];
                 let observer = match operation.op {
                     KvOp::Put { .. } => false,
-                    KvOp::Get { .. } | KvOp::Delete { .. } => operation.output.is_some(),
-                    KvOp::Cas { .. } => true,
+                    KvOp::Get { .. } | KvOp::Delete { .. } | KvOp::ReadGroup { .. } => {
+                        operation.output.is_some()
+                    }
+                    KvOp::Cas { .. } | KvOp::Txn(_) => true,
                 };
                 SearchOp {
                     call: operation.call,
@@ -372,7 +561,7 @@ fn link_identical_unknowns(ops: &mut [SearchOp]) {
     }
 }
 
-/// Maps every value that no get returns and no CAS expects to one placeholder (rule 4).
+/// Maps every value that no read returns and no CAS or transaction expects to one placeholder (rule 4).
 struct Canonicalizer {
     observed: HashSet<Value>,
     placeholder: Value,
@@ -382,15 +571,25 @@ impl Canonicalizer {
     fn new<'h>(operations: impl Iterator<Item = &'h Operation>) -> Self {
         let mut observed = HashSet::new();
         for operation in operations {
-            if let Some(KvOutput::Get(Some(value))) = operation.output {
-                observed.insert(value);
+            match operation.output {
+                Some(KvOutput::Get(Some(value))) => {
+                    observed.insert(value);
+                }
+                Some(KvOutput::ReadGroup(state)) => observed.extend(state.iter().flatten()),
+                _ => {}
             }
-            if let KvOp::Cas {
-                expected: Some(value),
-                ..
-            } = operation.op
-            {
-                observed.insert(value);
+            match operation.op {
+                KvOp::Cas {
+                    expected: Some(value),
+                    ..
+                } => {
+                    observed.insert(value);
+                }
+                KvOp::Txn(txn) => observed.extend(txn.compare.iter().filter_map(|c| match c {
+                    Some(Cond::Equals(value)) => Some(*value),
+                    _ => None,
+                })),
+                _ => {}
             }
         }
         let placeholder = (0..=u64::MAX)
@@ -422,7 +621,19 @@ impl Canonicalizer {
                 expected,
                 new: new.map(|v| self.value(v)),
             },
-            KvOp::Get { .. } | KvOp::Delete { .. } => op,
+            KvOp::Txn(txn) => KvOp::Txn(Txn {
+                success: txn.success.map(|w| w.map(|w| self.write(w))),
+                failure: txn.failure.map(|w| w.map(|w| self.write(w))),
+                ..txn
+            }),
+            KvOp::Get { .. } | KvOp::Delete { .. } | KvOp::ReadGroup { .. } => op,
+        }
+    }
+
+    fn write(&self, write: Write) -> Write {
+        match write {
+            Write::Put(value) => Write::Put(self.value(value)),
+            Write::Delete => Write::Delete,
         }
     }
 }
@@ -569,11 +780,13 @@ impl Config<'_> {
     fn group_hash(&self) -> u64 {
         let mut hasher = FastHasher::default();
         self.known.0.iter().for_each(|&word| hasher.write_u64(word));
-        for state in [self.state, self.unknown_from.flatten()] {
-            hasher.write_u64(state.map_or(0, |v| v ^ 0x9e37_79b9_7f4a_7c15));
+        let before = self.unknown_from.unwrap_or([None; GROUP_KEYS]);
+        let mut flags = u64::from(self.unknown_from.is_some());
+        for value in self.state.iter().chain(&before) {
+            hasher.write_u64(value.map_or(0, |v| v ^ 0x9e37_79b9_7f4a_7c15));
+            flags = flags << 1 | u64::from(value.is_some());
         }
-        let flags = [self.state.is_some(), self.unknown_from.is_some()];
-        hasher.write_u64(u64::from(flags[0]) | u64::from(flags[1]) << 1);
+        hasher.write_u64(flags);
         hasher.finish()
     }
 }
@@ -679,7 +892,7 @@ impl<'p> Search<'p> {
             list: EntryList::new(ops),
             known: Bitset::new(ops.len()),
             unknown: Bitset::new(ops.len()),
-            state: None,
+            state: [None; GROUP_KEYS],
             unknown_from: None,
             stack: Vec::new(),
             dead: DeadConfigs::default(),
@@ -727,7 +940,7 @@ impl<'p> Search<'p> {
         if op.same_before.is_some_and(|j| !self.unknown.contains(j)) {
             return false;
         }
-        let (state, actual) = apply_op(self.state, &op.op);
+        let (state, actual) = apply_op(&self.state, &op.op);
         let accepted = match op.output {
             Some(output) => output == actual,
             None => state != self.state,
@@ -775,7 +988,7 @@ impl<'p> Search<'p> {
         let Some(before) = self.unknown_from else {
             return true;
         };
-        let (after_without, output_without) = apply_op(before, &op.op);
+        let (after_without, output_without) = apply_op(&before, &op.op);
         if op.output.is_some_and(|output| output != output_without) {
             return true;
         }
@@ -824,17 +1037,18 @@ impl<'p> Search<'p> {
 // ---------------------------------------------------------------------------------------------
 // Explaining a violation.
 
-/// Builds the [`Violation`] for `key` from the longest prefix the search found (history indices).
-/// The prefix is replayed with the original values, so the explanation shows real values.
+/// Builds the [`Violation`] for the partition of `keys` from the longest prefix the search found
+/// (history indices). The prefix is replayed with the original values, so the explanation shows real
+/// values.
 fn explain(
-    key: Key,
+    keys: Vec<Key>,
     history: &[Operation],
     indices: &[usize],
     longest_prefix: Vec<usize>,
 ) -> Violation {
-    let value_after_prefix = longest_prefix
-        .iter()
-        .fold(None, |value, &h| apply_op(value, &history[h].op).0);
+    let state_after_prefix = longest_prefix.iter().fold([None; GROUP_KEYS], |state, &h| {
+        apply_op(&state, &history[h].op).0
+    });
     let placed: HashSet<usize> = longest_prefix.iter().copied().collect();
     let left: Vec<usize> = indices
         .iter()
@@ -862,11 +1076,12 @@ fn explain(
         deadline_ret,
     );
     Violation {
-        key,
+        group: group_of(keys[0]),
+        keys,
         message,
         ops: indices.iter().map(|&h| (h, history[h].clone())).collect(),
         longest_prefix,
-        value_after_prefix,
+        state_after_prefix,
         deadline,
         stuck,
     }
@@ -887,7 +1102,7 @@ impl Violation {
     /// Why the operation at history index `index` cannot take effect right after the prefix.
     fn reason(&self, index: usize) -> String {
         let operation = self.operation(index);
-        let (_, actual) = apply_op(self.value_after_prefix, &operation.op);
+        let (_, actual) = apply_op(&self.state_after_prefix, &operation.op);
         match operation.output {
             Some(output) if output != actual => format!("here it would return {actual}"),
             _ => "it could take effect here, but no linearization continues from it".to_string(),
@@ -898,10 +1113,11 @@ impl Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let unknown = self.ops.iter().filter(|(_, o)| o.output.is_none()).count();
-        writeln!(f, "key {} is not linearizable: {}", self.key, self.message)?;
+        let keys = ShownKeys(&self.keys);
+        writeln!(f, "{keys} not linearizable: {}", self.message)?;
         writeln!(
             f,
-            "operations on this key: {} ({} with unknown outcome)",
+            "operations on them: {} ({} with unknown outcome)",
             self.ops.len(),
             unknown
         )?;
@@ -918,11 +1134,12 @@ impl fmt::Display for Violation {
         for &h in &prefix[skipped..] {
             writeln!(f, "  {}", Shown(h, self.operation(h)))?;
         }
-        writeln!(
-            f,
-            "value after the prefix: {}",
-            ShownValue(self.value_after_prefix)
-        )?;
+        let values: Vec<String> = self
+            .keys
+            .iter()
+            .map(|&k| format!("{k} = {}", ShownValue(self.state_after_prefix[slot_of(k)])))
+            .collect();
+        writeln!(f, "after the prefix: {}", values.join(", "))?;
         let deadline = self.operation(self.deadline);
         writeln!(
             f,
@@ -963,6 +1180,50 @@ impl fmt::Display for Shown<'_> {
 
 struct ShownValue(Option<Value>);
 
+/// "key K is" or "keys K1, K2 of group G are".
+struct ShownKeys<'a>(&'a [Key]);
+
+impl fmt::Display for ShownKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [key] => write!(f, "key {key} is"),
+            keys => {
+                let listed: Vec<String> = keys.iter().map(Key::to_string).collect();
+                let group = keys.first().map_or(0, |&k| group_of(k));
+                write!(f, "keys {} of group {group} are", listed.join(", "))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Txn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = |s: usize| key_at(self.group, s);
+        let conds: Vec<String> = (0..GROUP_KEYS)
+            .filter_map(|s| match self.compare[s]? {
+                Cond::Equals(v) => Some(format!("{}=={v}", key(s))),
+                Cond::Absent => Some(format!("{} absent", key(s))),
+            })
+            .collect();
+        let writes = |branch: &[Option<Write>; GROUP_KEYS]| -> String {
+            let shown: Vec<String> = (0..GROUP_KEYS)
+                .filter_map(|s| match branch[s]? {
+                    Write::Put(v) => Some(format!("put({}, {v})", key(s))),
+                    Write::Delete => Some(format!("delete({})", key(s))),
+                })
+                .collect();
+            shown.join(" ")
+        };
+        write!(
+            f,
+            "txn(if {} then {} else {})",
+            conds.join(" && "),
+            writes(&self.success),
+            writes(&self.failure)
+        )
+    }
+}
+
 impl fmt::Display for ShownValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
@@ -986,6 +1247,8 @@ impl fmt::Display for KvOp {
                     ShownValue(new)
                 )
             }
+            KvOp::Txn(txn) => write!(f, "{txn}"),
+            KvOp::ReadGroup { group } => write!(f, "read(group {group})"),
         }
     }
 }
@@ -999,6 +1262,13 @@ impl fmt::Display for KvOutput {
             KvOutput::Delete { existed: false } => write!(f, "was absent"),
             KvOutput::Cas { succeeded: true } => write!(f, "swapped"),
             KvOutput::Cas { succeeded: false } => write!(f, "not swapped"),
+            KvOutput::Txn { succeeded: true } => write!(f, "succeeded"),
+            KvOutput::Txn { succeeded: false } => write!(f, "failed"),
+            KvOutput::ReadGroup(state) => {
+                let values: Vec<String> =
+                    state.iter().map(|v| ShownValue(*v).to_string()).collect();
+                write!(f, "[{}]", values.join(", "))
+            }
         }
     }
 }
@@ -1007,9 +1277,9 @@ impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CheckError::NotLinearizable(violation) => violation.fmt(f),
-            CheckError::Budget { key, steps } => write!(
+            CheckError::Budget { keys, steps } => write!(
                 f,
-                "checking key {key} used up its budget of {steps} search steps; \
+                "checking keys {keys:?} used up their budget of {steps} search steps; \
                  the history may or may not be linearizable"
             ),
         }
@@ -1126,8 +1396,17 @@ mod tests {
             (None, cas(Some(4), Some(v)), None, swapped(false)),
             (Some(4), cas(Some(4), None), None, swapped(true)),
         ];
+        let one = |value| {
+            let mut state = [None; GROUP_KEYS];
+            state[slot_of(k)] = value;
+            state
+        };
         for (before, op, after, output) in cases {
-            assert_eq!(apply_op(before, &op), (after, output), "{op} on {before:?}");
+            assert_eq!(
+                apply_op(&one(before), &op),
+                (one(after), output),
+                "{op} on {before:?}"
+            );
         }
     }
 
@@ -1170,16 +1449,16 @@ mod tests {
             get(2, 4, 5, 1, Some(5)),
         ];
         let violation = violation(&history);
-        assert_eq!(violation.key, 1);
+        assert_eq!(violation.keys, vec![1]);
         assert_eq!(violation.longest_prefix, vec![0, 1]);
-        assert_eq!(violation.value_after_prefix, Some(6));
+        assert_eq!(violation.state_after_prefix[slot_of(1)], Some(6));
         assert_eq!((violation.deadline, violation.stuck.clone()), (2, vec![2]));
     }
 
     #[test]
     fn read_of_a_value_never_written_is_a_violation() {
         let history = [put(1, 0, 5, 3, 5), get(2, 1, 6, 3, Some(99))];
-        assert_eq!(violation(&history).key, 3);
+        assert_eq!(violation(&history).keys, vec![3]);
     }
 
     #[test]
@@ -1190,7 +1469,7 @@ mod tests {
             cas(1, (2, 6), 1, (Some(1), Some(2)), true),
             cas(2, (3, 7), 1, (Some(1), Some(3)), true),
         ];
-        assert_eq!(violation(&history).key, 1);
+        assert_eq!(violation(&history).keys, vec![1]);
         let one_fails = [
             put(1, 0, 1, 1, 1),
             cas(1, (2, 6), 1, (Some(1), Some(2)), true),
@@ -1202,10 +1481,10 @@ mod tests {
     #[test]
     fn delete_existed_mismatch_is_a_violation() {
         assert_eq!(
-            violation(&[put(1, 0, 1, 1, 5), delete(2, 2, 3, 1, false)]).key,
-            1
+            violation(&[put(1, 0, 1, 1, 5), delete(2, 2, 3, 1, false)]).keys,
+            vec![1]
         );
-        assert_eq!(violation(&[delete(2, 2, 3, 1, true)]).key, 1);
+        assert_eq!(violation(&[delete(2, 2, 3, 1, true)]).keys, vec![1]);
         assert_eq!(
             check(&[put(1, 0, 4, 1, 5), delete(2, 1, 3, 1, false)]),
             Ok(())
@@ -1270,7 +1549,7 @@ mod tests {
             unknown(1, 0, KvOp::Delete { key: 1 }),
             get(2, 1, 2, 1, Some(5)),
         ];
-        assert_eq!(violation(&impossible).key, 1);
+        assert_eq!(violation(&impossible).keys, vec![1]);
     }
 
     #[test]
@@ -1278,8 +1557,8 @@ mod tests {
         // The get is called at the put's return time: ordered either way, so both reads pass.
         assert_eq!(check(&[put(1, 0, 5, 1, 5), get(2, 5, 6, 1, None)]), Ok(()));
         assert_eq!(
-            violation(&[put(1, 0, 5, 1, 5), get(2, 6, 7, 1, None)]).key,
-            1
+            violation(&[put(1, 0, 5, 1, 5), get(2, 6, 7, 1, None)]).keys,
+            vec![1]
         );
     }
 
@@ -1291,9 +1570,11 @@ mod tests {
             get(2, 4, 5, 1, Some(5)),
             get(2, 6, 7, 2, None),
         ];
+        // Keys 1 and 2 share a group, but no multi-key operation links them: checked apart.
+        assert_eq!(group_of(1), group_of(2));
         let violation = violation(&history);
-        assert_eq!(violation.key, 2);
-        assert!(violation.ops.iter().all(|(_, o)| o.op.key() == 2));
+        assert_eq!(violation.keys, vec![2]);
+        assert!(violation.ops.iter().all(|(_, o)| o.op.keys() == vec![2]));
     }
 
     #[test]
@@ -1310,7 +1591,7 @@ mod tests {
             text.contains("#1 client 1 [2, 3] put(1, 6) -> ok"),
             "{text}"
         );
-        assert!(text.contains("value after the prefix: 6"), "{text}");
+        assert!(text.contains("after the prefix: 1 = 6"), "{text}");
         assert!(
             text.contains("#2 client 2 [4, 5] get(1) -> 5: here it would return 6"),
             "{text}"
@@ -1362,6 +1643,8 @@ mod tests {
         clients: usize,
         /// Chance that a write times out (its effect then happens late, or never).
         unknown_write_percent: u64,
+        /// Chance that an operation is a transaction or a read of a whole group.
+        multi_key_percent: u64,
     }
 
     impl Shape {
@@ -1371,8 +1654,29 @@ mod tests {
                 keys: 2,
                 clients: 5,
                 unknown_write_percent: 15,
+                multi_key_percent: 0,
             }
         }
+
+        /// Two groups' worth of keys, a third of the operations multi-key.
+        fn multi_key() -> Shape {
+            Shape {
+                keys: 2 * GROUP_KEYS as u64,
+                multi_key_percent: 35,
+                ..Shape::small()
+            }
+        }
+    }
+
+    /// A store: each group's state.
+    type Store = HashMap<Group, GroupState>;
+
+    fn group_state(store: &Store, group: Group) -> GroupState {
+        store.get(&group).copied().unwrap_or([None; GROUP_KEYS])
+    }
+
+    fn value_in(store: &Store, key: Key) -> Option<Value> {
+        group_state(store, group_of(key))[slot_of(key)]
     }
 
     /// A real store run: each operation takes effect at a random time strictly inside its
@@ -1380,7 +1684,7 @@ mod tests {
     /// what the store returned. Values are unique. The result is linearizable by construction.
     fn generate(seed: u64, shape: &Shape) -> Vec<Operation> {
         let mut rng = SplitMix64(seed);
-        let mut store: HashMap<Key, Value> = HashMap::new();
+        let mut store = Store::new();
         let mut history: Vec<Operation> = Vec::new();
         let mut effects: Vec<(u64, usize)> = Vec::new();
         let mut idle_at = vec![0u64; shape.clients];
@@ -1404,7 +1708,7 @@ mod tests {
     }
 
     fn apply_effects(
-        store: &mut HashMap<Key, Value>,
+        store: &mut Store,
         history: &mut [Operation],
         effects: &mut Vec<(u64, usize)>,
         time: u64,
@@ -1412,12 +1716,9 @@ mod tests {
         effects.sort_unstable();
         let due = effects.iter().take_while(|(at, _)| *at <= time).count();
         for (_, i) in effects.drain(..due) {
-            let key = history[i].op.key();
-            let (value, output) = apply_op(store.get(&key).copied(), &history[i].op);
-            match value {
-                Some(value) => store.insert(key, value),
-                None => store.remove(&key),
-            };
+            let group = history[i].op.group();
+            let (state, output) = apply_op(&group_state(store, group), &history[i].op);
+            store.insert(group, state);
             if history[i].output.is_some() {
                 history[i].output = Some(output);
             }
@@ -1430,26 +1731,33 @@ mod tests {
         rng: &mut SplitMix64,
         shape: &Shape,
         (client, time): (u64, u64),
-        store: &HashMap<Key, Value>,
+        store: &Store,
     ) -> (Operation, Option<u64>, u64) {
-        assert!(shape.clients <= 256, "values are (time << 8) | client");
+        assert!(
+            shape.clients <= 256,
+            "values are ((time << 8) | client) << 3 | n"
+        );
         let key = rng.below(shape.keys);
-        let fresh = (time << 8) | client;
-        let op = match rng.below(10) {
-            0..=3 => KvOp::Get { key },
-            4..=5 => KvOp::Put { key, value: fresh },
-            6 => KvOp::Delete { key },
-            _ => KvOp::Cas {
-                key,
-                expected: if rng.percent(70) {
-                    store.get(&key).copied()
-                } else {
-                    None
+        let fresh = ((time << 8) | client) << 3;
+        let op = if rng.percent(shape.multi_key_percent) {
+            multi_key_op(rng, group_of(key), fresh, store)
+        } else {
+            match rng.below(10) {
+                0..=3 => KvOp::Get { key },
+                4..=5 => KvOp::Put { key, value: fresh },
+                6 => KvOp::Delete { key },
+                _ => KvOp::Cas {
+                    key,
+                    expected: if rng.percent(70) {
+                        value_in(store, key)
+                    } else {
+                        None
+                    },
+                    new: if rng.percent(20) { None } else { Some(fresh) },
                 },
-                new: if rng.percent(20) { None } else { Some(fresh) },
-            },
+            }
         };
-        let is_write = !matches!(op, KvOp::Get { .. });
+        let is_write = !op.is_read();
         if is_write && rng.percent(shape.unknown_write_percent) {
             let effect_at = rng.percent(70).then(|| time + 1 + rng.below(40));
             return (
@@ -1468,6 +1776,38 @@ mod tests {
         )
     }
 
+    /// A read of `group`, or a transaction over it whose conditions usually hold; it writes the values
+    /// `fresh + 0..6`.
+    fn multi_key_op(rng: &mut SplitMix64, group: Group, fresh: Value, store: &Store) -> KvOp {
+        if rng.percent(40) {
+            return KvOp::ReadGroup { group };
+        }
+        let state = group_state(store, group);
+        let mut txn = Txn {
+            group,
+            compare: [None; GROUP_KEYS],
+            success: [None; GROUP_KEYS],
+            failure: [None; GROUP_KEYS],
+        };
+        for s in 0..GROUP_KEYS {
+            if rng.percent(50) {
+                let current = if rng.percent(80) { state[s] } else { None };
+                txn.compare[s] = Some(current.map_or(Cond::Absent, Cond::Equals));
+            }
+            if rng.percent(70) {
+                txn.success[s] = Some(if rng.percent(20) {
+                    Write::Delete
+                } else {
+                    Write::Put(fresh + s as u64)
+                });
+            }
+            if rng.percent(30) {
+                txn.failure[s] = Some(Write::Put(fresh + (GROUP_KEYS + s) as u64));
+            }
+        }
+        KvOp::Txn(txn)
+    }
+
     fn known_gets(history: &[Operation]) -> Vec<usize> {
         (0..history.len())
             .filter(|&i| matches!(history[i].op, KvOp::Get { .. }) && history[i].output.is_some())
@@ -1483,7 +1823,7 @@ mod tests {
         };
         history
             .iter()
-            .filter(|o| o.op.key() == key)
+            .filter(|o| o.op.keys() == [key])
             .filter_map(|o| written(o).map(|v| (v, o)))
             .collect()
     }
@@ -1497,7 +1837,7 @@ mod tests {
         let mut choices = Vec::new();
         for g in known_gets(history) {
             let read = &history[g];
-            let writes = known_writes(history, read.op.key());
+            let writes = known_writes(history, read.op.keys()[0]);
             let puts = writes
                 .iter()
                 .filter(|(_, o)| matches!(o.op, KvOp::Put { .. }));
@@ -1523,7 +1863,7 @@ mod tests {
         let mut choices = Vec::new();
         for g in known_gets(history) {
             let read = &history[g];
-            for (value, writer) in known_writes(history, read.op.key()) {
+            for (value, writer) in known_writes(history, read.op.keys()[0]) {
                 if writer.call < read.ret && read.output != Some(KvOutput::Get(Some(value))) {
                     choices.push((g, value));
                 }
@@ -1545,10 +1885,15 @@ mod tests {
 
     #[test]
     fn histories_of_a_real_store_are_linearizable() {
-        for seed in seeds() {
-            let history = generate(seed, &Shape::small());
-            if let Err(error) = check(&history) {
-                panic!("seed {seed}: a real store's history was rejected:\n{error}");
+        for (shape, name) in [
+            (Shape::small(), "single-key"),
+            (Shape::multi_key(), "multi-key"),
+        ] {
+            for seed in seeds() {
+                let history = generate(seed, &shape);
+                if let Err(error) = check(&history) {
+                    panic!("{name} seed {seed}: a real store's history was rejected:\n{error}");
+                }
             }
         }
     }
@@ -1561,7 +1906,7 @@ mod tests {
             let g = gets[SplitMix64(seed).below(gets.len() as u64) as usize];
             history[g].output = Some(KvOutput::Get(Some(u64::MAX - seed)));
             let violation = violation(&history);
-            assert_eq!(violation.key, history[g].op.key(), "seed {seed}");
+            assert_eq!(violation.keys, history[g].op.keys(), "seed {seed}");
         }
     }
 
@@ -1610,11 +1955,7 @@ mod tests {
     // -- Cross-check against brute force -----------------------------------------------------
 
     /// Tries every order of every subset of operations with unknown outcome: no pruning at all.
-    fn brute_force(
-        ops: &[Operation],
-        placed: &mut [bool],
-        values: &mut HashMap<Key, Value>,
-    ) -> bool {
+    fn brute_force(ops: &[Operation], placed: &mut [bool], store: &mut Store) -> bool {
         if (0..ops.len()).all(|i| placed[i] || ops[i].output.is_none()) {
             return true;
         }
@@ -1624,17 +1965,17 @@ mod tests {
             if placed[i] || (0..ops.len()).any(blocked) {
                 continue;
             }
-            let key = ops[i].op.key();
-            let before = values.get(&key).copied();
-            let (after, output) = apply_op(before, &ops[i].op);
+            let group = ops[i].op.group();
+            let before = group_state(store, group);
+            let (after, output) = apply_op(&before, &ops[i].op);
             if ops[i].output.is_some_and(|o| o != output) {
                 continue;
             }
-            set(values, key, after);
+            store.insert(group, after);
             placed[i] = true;
-            let found = brute_force(ops, placed, values);
+            let found = brute_force(ops, placed, store);
             placed[i] = false;
-            set(values, key, before);
+            store.insert(group, before);
             if found {
                 return true;
             }
@@ -1642,49 +1983,21 @@ mod tests {
         false
     }
 
-    fn set(values: &mut HashMap<Key, Value>, key: Key, value: Option<Value>) {
-        match value {
-            Some(value) => values.insert(key, value),
-            None => values.remove(&key),
-        };
-    }
-
     /// Up to `max_len` operations on `keys` keys with values in 1..=3 (not unique) and random
-    /// outputs; `unknown_percent` of them time out.
+    /// outputs; `unknown_percent` of them time out, `multi_percent` are multi-key.
     fn tiny_random_history(
         rng: &mut SplitMix64,
-        (max_len, keys, unknown_percent): (u64, u64, u64),
+        (max_len, keys, unknown_percent, multi_percent): TinyShape,
     ) -> Vec<Operation> {
         let len = 1 + rng.below(max_len);
-        let value = |rng: &mut SplitMix64| (rng.percent(75)).then(|| 1 + rng.below(3));
         (0..len)
             .map(|client| {
                 let (key, call) = (rng.below(keys), rng.below(12));
                 let ret = call + 1 + rng.below(6);
-                let (op, output) = match rng.below(4) {
-                    0 => (
-                        KvOp::Put {
-                            key,
-                            value: 1 + rng.below(3),
-                        },
-                        KvOutput::Put,
-                    ),
-                    1 => (KvOp::Get { key }, KvOutput::Get(value(rng))),
-                    2 => (
-                        KvOp::Delete { key },
-                        KvOutput::Delete {
-                            existed: rng.percent(50),
-                        },
-                    ),
-                    _ => {
-                        let (expected, new) = (value(rng), value(rng));
-                        (
-                            KvOp::Cas { key, expected, new },
-                            KvOutput::Cas {
-                                succeeded: rng.percent(50),
-                            },
-                        )
-                    }
+                let (op, output) = if rng.percent(multi_percent) {
+                    tiny_multi_key_op(rng, group_of(key))
+                } else {
+                    tiny_op(rng, key)
                 };
                 if rng.percent(unknown_percent) {
                     unknown(client, call, op)
@@ -1695,18 +2008,80 @@ mod tests {
             .collect()
     }
 
+    /// (most operations, keys, percent unknown, percent multi-key)
+    type TinyShape = (u64, u64, u64, u64);
+
+    fn tiny_value(rng: &mut SplitMix64) -> Option<Value> {
+        (rng.percent(75)).then(|| 1 + rng.below(3))
+    }
+
+    fn tiny_op(rng: &mut SplitMix64, key: Key) -> (KvOp, KvOutput) {
+        match rng.below(4) {
+            0 => (
+                KvOp::Put {
+                    key,
+                    value: 1 + rng.below(3),
+                },
+                KvOutput::Put,
+            ),
+            1 => (KvOp::Get { key }, KvOutput::Get(tiny_value(rng))),
+            2 => (
+                KvOp::Delete { key },
+                KvOutput::Delete {
+                    existed: rng.percent(50),
+                },
+            ),
+            _ => {
+                let (expected, new) = (tiny_value(rng), tiny_value(rng));
+                (
+                    KvOp::Cas { key, expected, new },
+                    KvOutput::Cas {
+                        succeeded: rng.percent(50),
+                    },
+                )
+            }
+        }
+    }
+
+    /// A read of the group (its output right for one of its keys at most) or a transaction on two
+    /// of its keys.
+    fn tiny_multi_key_op(rng: &mut SplitMix64, group: Group) -> (KvOp, KvOutput) {
+        let first = rng.below(GROUP_KEYS as u64) as usize;
+        let slots = [first, (first + 1) % GROUP_KEYS];
+        if rng.percent(30) {
+            let mut seen = [None; GROUP_KEYS];
+            for s in slots {
+                seen[s] = tiny_value(rng);
+            }
+            return (KvOp::ReadGroup { group }, KvOutput::ReadGroup(seen));
+        }
+        let mut txn = Txn {
+            group,
+            compare: [None; GROUP_KEYS],
+            success: [None; GROUP_KEYS],
+            failure: [None; GROUP_KEYS],
+        };
+        let write = |rng: &mut SplitMix64| tiny_value(rng).map_or(Write::Delete, Write::Put);
+        for s in slots {
+            if rng.percent(60) {
+                txn.compare[s] = Some(tiny_value(rng).map_or(Cond::Absent, Cond::Equals));
+            }
+            txn.success[s] = Some(write(rng));
+            txn.failure[s] = rng.percent(30).then(|| write(rng));
+        }
+        let succeeded = rng.percent(50);
+        (KvOp::Txn(txn), KvOutput::Txn { succeeded })
+    }
+
     /// Runs `cases` tiny histories of `shape` through both checkers; returns how many were
     /// linearizable.
-    fn compare_with_brute_force(seed: u64, cases: usize, shape: (u64, u64, u64)) -> usize {
+    fn compare_with_brute_force(seed: u64, cases: usize, shape: TinyShape) -> usize {
         let mut rng = SplitMix64(seed);
         let mut linearizable = 0;
         for case in 0..cases {
             let history = tiny_random_history(&mut rng, shape);
-            let expected = brute_force(
-                &history,
-                &mut vec![false; history.len()],
-                &mut HashMap::new(),
-            );
+            let expected =
+                brute_force(&history, &mut vec![false; history.len()], &mut Store::new());
             let verdict = check(&history);
             assert_eq!(
                 verdict.is_ok(),
@@ -1723,24 +2098,212 @@ mod tests {
         linearizable
     }
 
+    /// `release` cases in a release build, a tenth of them in a debug one.
+    fn cases(release: usize) -> usize {
+        if cfg!(debug_assertions) {
+            release / 10
+        } else {
+            release
+        }
+    }
+
     #[test]
     fn agrees_with_brute_force_on_tiny_random_histories() {
-        let cases = if cfg!(debug_assertions) {
-            10_000
-        } else {
-            100_000
-        };
-        compare_with_brute_force(2024, cases, (7, 2, 30));
+        compare_with_brute_force(2024, cases(100_000), (7, 2, 30, 0));
     }
 
     #[test]
     fn agrees_with_brute_force_when_most_outcomes_are_unknown() {
-        let cases = if cfg!(debug_assertions) {
-            5_000
-        } else {
-            50_000
+        compare_with_brute_force(2025, cases(50_000), (9, 1, 60, 0));
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_tiny_multi_key_histories() {
+        compare_with_brute_force(2026, cases(100_000), (7, 4, 30, 40));
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_multi_key_histories_of_unknown_outcome() {
+        compare_with_brute_force(2027, cases(50_000), (8, 3, 60, 50));
+    }
+
+    // -- Multi-key operations -----------------------------------------------------------------
+
+    /// A transaction over keys 0 and 1 (group 0) that writes `values` if key 0 holds `expected`.
+    fn txn_writing(expected: Option<Value>, values: (Value, Value)) -> KvOp {
+        let mut txn = Txn {
+            group: 0,
+            compare: [None; GROUP_KEYS],
+            success: [None; GROUP_KEYS],
+            failure: [None; GROUP_KEYS],
         };
-        compare_with_brute_force(2025, cases, (9, 1, 60));
+        txn.compare[0] = Some(expected.map_or(Cond::Absent, Cond::Equals));
+        txn.success[0] = Some(Write::Put(values.0));
+        txn.success[1] = Some(Write::Put(values.1));
+        txn.failure[1] = Some(Write::Delete);
+        KvOp::Txn(txn)
+    }
+
+    fn txn(client: u64, (call, ret): (u64, u64), op: KvOp, succeeded: bool) -> Operation {
+        known(client, call, ret, op, KvOutput::Txn { succeeded })
+    }
+
+    fn read_group(client: u64, (call, ret): (u64, u64), seen: GroupState) -> Operation {
+        known(
+            client,
+            call,
+            ret,
+            KvOp::ReadGroup { group: 0 },
+            KvOutput::ReadGroup(seen),
+        )
+    }
+
+    #[test]
+    fn transaction_specification() {
+        let op = txn_writing(Some(5), (6, 7));
+        let state = [Some(5), Some(1), Some(9)];
+        let swapped = (
+            [Some(6), Some(7), Some(9)],
+            KvOutput::Txn { succeeded: true },
+        );
+        assert_eq!(apply_op(&state, &op), swapped);
+        let failed = ([Some(4), None, Some(9)], KvOutput::Txn { succeeded: false });
+        assert_eq!(apply_op(&[Some(4), Some(1), Some(9)], &op), failed);
+        let read = KvOp::ReadGroup { group: 0 };
+        assert_eq!(apply_op(&state, &read), (state, KvOutput::ReadGroup(state)));
+    }
+
+    #[test]
+    fn atomic_transactions_and_group_reads_are_linearizable() {
+        let history = [
+            put(1, 0, 1, 0, 5),
+            txn(1, (2, 6), txn_writing(Some(5), (6, 7)), true),
+            // Concurrent with the transaction: all of it or none of it.
+            read_group(2, (3, 4), [Some(5), None, None]),
+            read_group(3, (3, 8), [Some(6), Some(7), None]),
+            get(2, 7, 8, 1, Some(7)),
+            // The condition no longer holds: the failure branch deletes key 1.
+            txn(2, (9, 10), txn_writing(Some(5), (8, 9)), false),
+            read_group(1, (11, 12), [Some(6), None, None]),
+        ];
+        assert_eq!(check(&history), Ok(()));
+    }
+
+    #[test]
+    fn torn_transaction_seen_half_applied_is_a_violation() {
+        // The transaction said it succeeded, but only its first write is visible afterwards.
+        let history = [
+            txn(1, (0, 1), txn_writing(None, (6, 7)), true),
+            read_group(2, (2, 3), [Some(6), None, None]),
+        ];
+        let violation = violation(&history);
+        assert_eq!(
+            (violation.keys.clone(), violation.group),
+            (vec![0, 1, 2], 0)
+        );
+        assert_eq!(violation.stuck, vec![1]);
+        let text = CheckError::NotLinearizable(violation).to_string();
+        assert!(
+            text.contains("keys 0, 1, 2 of group 0 are not linearizable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("here it would return [6, 7, absent]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn group_read_mixing_new_and_old_values_is_a_violation() {
+        // Concurrent with the transaction, the read may see before or after, never a mix.
+        for seen in [[Some(6), None, None], [None, Some(7), None]] {
+            let history = [
+                txn(1, (0, 10), txn_writing(None, (6, 7)), true),
+                read_group(2, (2, 3), seen),
+            ];
+            assert_eq!(violation(&history).keys, vec![0, 1, 2], "{seen:?}");
+        }
+        for seen in [[None, None, None], [Some(6), Some(7), None]] {
+            let history = [
+                txn(1, (0, 10), txn_writing(None, (6, 7)), true),
+                read_group(2, (2, 3), seen),
+            ];
+            assert_eq!(check(&history), Ok(()), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn single_key_reads_in_order_seeing_new_then_old_are_a_violation() {
+        // Key 0 is read after the transaction, then key 1 before it: no order explains both.
+        let history = [
+            txn(1, (0, 10), txn_writing(None, (6, 7)), true),
+            get(2, 2, 3, 0, Some(6)),
+            get(2, 4, 5, 1, None),
+        ];
+        assert_eq!(violation(&history).keys, vec![0, 1]);
+        let reversed = [
+            txn(1, (0, 10), txn_writing(None, (6, 7)), true),
+            get(2, 2, 3, 1, None),
+            get(2, 4, 5, 0, Some(6)),
+        ];
+        assert_eq!(check(&reversed), Ok(()));
+    }
+
+    #[test]
+    fn groups_are_independent_objects() {
+        // A violation on group 1 is found whatever group 0 does; group 0's keys form one partition.
+        let history = [
+            txn(1, (0, 1), txn_writing(None, (6, 7)), true),
+            read_group(2, (2, 3), [Some(6), Some(7), None]),
+            put(1, 4, 5, 3, 5),
+            get(2, 6, 7, 3, None),
+        ];
+        assert_eq!(violation(&history).keys, vec![3]);
+        let parts = partitions(&history, 0..history.len());
+        let keys: Vec<Vec<Key>> = parts.into_iter().map(|(keys, _)| keys).collect();
+        assert_eq!(keys, vec![vec![0, 1, 2], vec![3]]);
+    }
+
+    #[test]
+    fn group_reads_changed_to_a_torn_state_are_mostly_caught() {
+        let (mut mutated, mut caught) = (0, 0);
+        for seed in seeds() {
+            let mut history = generate(seed, &Shape::multi_key());
+            let mut rng = SplitMix64(seed);
+            let reads: Vec<usize> = (0..history.len())
+                .filter(|&i| matches!(history[i].output, Some(KvOutput::ReadGroup(_))))
+                .collect();
+            let Some(&r) = reads.get(rng.below(reads.len().max(1) as u64) as usize) else {
+                continue;
+            };
+            // One key as read, another as some other value once written there (or absent).
+            let Some(KvOutput::ReadGroup(mut seen)) = history[r].output else {
+                unreachable!("filtered above")
+            };
+            let slot = rng.below(GROUP_KEYS as u64) as usize;
+            let key = key_at(history[r].op.group(), slot);
+            let other = known_writes(&history, key)
+                .into_iter()
+                .map(|(v, _)| Some(v))
+                .find(|&v| v != seen[slot]);
+            seen[slot] = other.unwrap_or(None);
+            if Some(KvOutput::ReadGroup(seen)) == history[r].output {
+                continue;
+            }
+            history[r].output = Some(KvOutput::ReadGroup(seen));
+            mutated += 1;
+            match check(&history) {
+                Err(CheckError::NotLinearizable(_)) => caught += 1,
+                Ok(()) => {}
+                Err(error) => panic!("seed {seed}: {error}"),
+            }
+        }
+        println!("caught {caught} of {mutated} group reads changed on one key");
+        assert!(mutated * 2 >= seeds().count(), "only {mutated} mutated");
+        assert!(
+            caught * 10 >= mutated * 7,
+            "caught only {caught} of {mutated}"
+        );
     }
 
     // -- Performance --------------------------------------------------------------------------
@@ -1753,6 +2316,7 @@ mod tests {
             keys: 5,
             clients: 10,
             unknown_write_percent: 10,
+            multi_key_percent: 0,
         };
         let (mut slowest_ok, mut slowest_violation) = (Duration::ZERO, Duration::ZERO);
         for seed in 0..10 {

@@ -3,12 +3,14 @@
 //! of the replica, the counterpart of the node's tokio `raft_loop`: it carries inputs in and outputs out, and
 //! decides nothing.
 
-use crate::linearizability::{KvOp, KvOutput, Value};
+use crate::linearizability::{
+    Cond, GROUP_KEYS, Group, GroupState, KvOp, KvOutput, Txn, Value, Write, key_at, slot_of,
+};
 use prost::Message as _;
 use reinado_node::config::Start;
 use reinado_node::error::NodeError;
 use reinado_node::replica::{self, Answer, Output, Replica, ReplicaError, Settings, Waiters};
-use reinado_node::state::{Limits, StateMachine};
+use reinado_node::state::{Limits, RangeQuery, StateMachine};
 use reinado_proto::v1::{
     Command, Compare, CompareOp, CompareTarget, RequestId, TxnDelete, TxnOp, TxnPut, TxnRequest,
     WriteOutcome, command, txn_op,
@@ -72,61 +74,110 @@ impl Waiters for SimWaiters {
     type Leader = ();
 }
 
-/// The key a client key number stands for.
+/// The key a client key number stands for (zero-padded, so that a group's keys are one range).
 pub fn key_bytes(key: u64) -> Vec<u8> {
-    format!("k{key}").into_bytes()
+    format!("k{key:04}").into_bytes()
+}
+
+/// The range query that reads every key of `group`, as a client's Range would.
+fn group_range(group: Group) -> RangeQuery {
+    RangeQuery {
+        start: key_bytes(key_at(group, 0)),
+        end: Some(key_bytes(key_at(group + 1, 0))),
+        limit: GROUP_KEYS,
+        keys_only: false,
+        max_bytes: usize::MAX,
+    }
+}
+
+/// The client key number a key stands for.
+fn key_of(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes.strip_prefix(b"k")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn value_of(bytes: &[u8]) -> Option<Value> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
-/// The command a client write travels as, with its request id.
-pub fn encode_write(req: &Request, time_ms: u64) -> Vec<u8> {
-    let key = key_bytes(req.op.key());
-    let put = |value: Value| TxnOp {
-        op: Some(txn_op::Op::Put(TxnPut {
-            key: key.clone(),
-            value: value.to_le_bytes().to_vec(),
-        })),
-    };
-    let op = match req.op {
-        KvOp::Put { value, .. } => command::Op::Put(TxnPut {
-            key: key.clone(),
+/// The comparison `cond` on `key`.
+fn compare(key: Vec<u8>, cond: Cond) -> Compare {
+    match cond {
+        Cond::Equals(v) => Compare {
+            key,
+            target: CompareTarget::Value as i32,
+            op: CompareOp::Equal as i32,
+            value: v.to_le_bytes().to_vec(),
+            ..Compare::default()
+        },
+        Cond::Absent => Compare {
+            key,
+            target: CompareTarget::Exists as i32,
+            op: CompareOp::Equal as i32,
+            exists: false,
+            ..Compare::default()
+        },
+    }
+}
+
+/// The transaction operation that makes `write` to `key`.
+fn txn_op(key: Vec<u8>, write: Write) -> TxnOp {
+    let op = match write {
+        Write::Put(value) => txn_op::Op::Put(TxnPut {
+            key,
             value: value.to_le_bytes().to_vec(),
         }),
-        KvOp::Delete { .. } => command::Op::Delete(TxnDelete { key: key.clone() }),
-        KvOp::Cas { expected, new, .. } => {
-            let compare = match expected {
-                Some(v) => Compare {
-                    key: key.clone(),
-                    target: CompareTarget::Value as i32,
-                    op: CompareOp::Equal as i32,
-                    value: v.to_le_bytes().to_vec(),
-                    ..Compare::default()
-                },
-                None => Compare {
-                    key: key.clone(),
-                    target: CompareTarget::Exists as i32,
-                    op: CompareOp::Equal as i32,
-                    exists: false,
-                    ..Compare::default()
-                },
-            };
-            let success = match new {
-                Some(v) => put(v),
-                None => TxnOp {
-                    op: Some(txn_op::Op::Delete(TxnDelete { key: key.clone() })),
-                },
-            };
+        Write::Delete => txn_op::Op::Delete(TxnDelete { key }),
+    };
+    TxnOp { op: Some(op) }
+}
+
+/// A multi-key transaction as the node's `TxnRequest`, its keys in slot order.
+fn txn_request(txn: &Txn) -> TxnRequest {
+    let key = |s: usize| key_bytes(key_at(txn.group, s));
+    let branch = |writes: &[Option<Write>; GROUP_KEYS]| -> Vec<TxnOp> {
+        (0..GROUP_KEYS)
+            .filter_map(|s| Some(txn_op(key(s), writes[s]?)))
+            .collect()
+    };
+    TxnRequest {
+        compare: (0..GROUP_KEYS)
+            .filter_map(|s| Some(compare(key(s), txn.compare[s]?)))
+            .collect(),
+        success: branch(&txn.success),
+        failure: branch(&txn.failure),
+        request_id: None,
+    }
+}
+
+/// The command a client write travels as, with its request id.
+pub fn encode_write(req: &Request, time_ms: u64) -> Vec<u8> {
+    let op = match req.op {
+        KvOp::Put { key, value } => command::Op::Put(TxnPut {
+            key: key_bytes(key),
+            value: value.to_le_bytes().to_vec(),
+        }),
+        KvOp::Delete { key } => command::Op::Delete(TxnDelete {
+            key: key_bytes(key),
+        }),
+        KvOp::Cas { key, expected, new } => {
+            let write = new.map_or(Write::Delete, Write::Put);
             command::Op::Txn(TxnRequest {
-                compare: vec![compare],
-                success: vec![success],
+                compare: vec![compare(
+                    key_bytes(key),
+                    expected.map_or(Cond::Absent, Cond::Equals),
+                )],
+                success: vec![txn_op(key_bytes(key), write)],
                 failure: Vec::new(),
                 request_id: None,
             })
         }
-        KvOp::Get { .. } => unreachable!("reads do not go through the log"),
+        KvOp::Txn(txn) => command::Op::Txn(txn_request(&txn)),
+        KvOp::Get { .. } | KvOp::ReadGroup { .. } => {
+            unreachable!("reads do not go through the log")
+        }
     };
     Command {
         request_id: Some(RequestId {
@@ -150,7 +201,12 @@ fn write_output(op: &KvOp, outcome: &WriteOutcome) -> KvOutput {
         KvOp::Cas { .. } => KvOutput::Cas {
             succeeded: outcome.succeeded,
         },
-        KvOp::Get { .. } => unreachable!("reads do not go through the log"),
+        KvOp::Txn(_) => KvOutput::Txn {
+            succeeded: outcome.succeeded,
+        },
+        KvOp::Get { .. } | KvOp::ReadGroup { .. } => {
+            unreachable!("reads do not go through the log")
+        }
     }
 }
 
@@ -212,6 +268,12 @@ impl SimNode {
         self.replica.state().read().expect("state lock").applied()
     }
 
+    /// True if the membership this node has applied lists `id`.
+    pub fn applied_member(&self, id: NodeId) -> bool {
+        let sm = self.replica.state().read().expect("state lock");
+        sm.members().contains_key(&id)
+    }
+
     /// Takes the next Ready if none waits for its sync; true if one now waits.
     pub fn write_ready(&mut self, out: &mut Output<SimWaiters>) -> Result<bool, ReplicaError> {
         self.replica.write_ready(&mut self.storage, out)
@@ -231,7 +293,9 @@ impl SimNode {
     /// A client request: writes are proposed, reads ask for a read index.
     pub fn request(&mut self, req: Request, time_ms: u64, out: &mut Output<SimWaiters>) {
         let req = match req.op {
-            KvOp::Get { .. } => replica::Request::ReadIndex { waiter: req },
+            KvOp::Get { .. } | KvOp::ReadGroup { .. } => {
+                replica::Request::ReadIndex { waiter: req }
+            }
             _ => replica::Request::Write {
                 data: encode_write(&req, time_ms),
                 span: tracing::Span::none(),
@@ -242,10 +306,8 @@ impl SimNode {
     }
 
     /// Deliberate bug: answers a read from local state, without a read index.
-    pub fn read_locally(&self, _req: Request, key: u64) -> Response {
-        let sm = self.replica.state().read().expect("state lock");
-        let value = sm.get(&key_bytes(key)).and_then(|kv| value_of(&kv.value));
-        Response::Ok(KvOutput::Get(value))
+    pub fn read_locally(&self, req: Request) -> Response {
+        Response::Ok(self.read(&req.op))
     }
 
     /// Turns the replica's answers into client responses.
@@ -261,15 +323,32 @@ impl SimNode {
                     responses.push((req, response(&e)))
                 }
                 Answer::Read(req, Ok(_)) => {
-                    let key = key_bytes(req.op.key());
-                    let sm = self.replica.state().read().expect("state lock");
-                    let value = sm.get(&key).and_then(|kv| value_of(&kv.value));
-                    responses.push((req, Response::Ok(KvOutput::Get(value))));
+                    let output = self.read(&req.op);
+                    responses.push((req, Response::Ok(output)));
                 }
                 Answer::Members(..) | Answer::Leader(..) => {}
             }
         }
         responses
+    }
+
+    /// Serves a read from the applied state: one key, or a group's keys in one range (one read point).
+    fn read(&self, op: &KvOp) -> KvOutput {
+        let sm = self.replica.state().read().expect("state lock");
+        match *op {
+            KvOp::Get { key } => {
+                KvOutput::Get(sm.get(&key_bytes(key)).and_then(|kv| value_of(&kv.value)))
+            }
+            KvOp::ReadGroup { group } => {
+                let mut seen: GroupState = [None; GROUP_KEYS];
+                for kv in sm.range(&group_range(group)).0 {
+                    let key = key_of(&kv.key).expect("the simulator writes only its own keys");
+                    seen[slot_of(key)] = value_of(&kv.value);
+                }
+                KvOutput::ReadGroup(seen)
+            }
+            _ => unreachable!("writes are answered by their outcome"),
+        }
     }
 
     /// The id of this node.

@@ -10,6 +10,7 @@
 
 use reinado_node::state::Limits;
 use reinado_raft::Rng;
+use std::collections::BTreeSet;
 
 /// The session side of a run.
 #[derive(Clone, Debug)]
@@ -22,6 +23,10 @@ pub struct SessionMix {
     pub late_copy: f64,
     /// Late copies arrive this many milliseconds after the attempt, at most.
     pub late_copy_max_ms: u64,
+    /// Operations each client keeps in flight at once (1..=4), its writes numbered apart in one session.
+    /// Never more than a session holds results: the results of writes answered after a lower-numbered
+    /// one still waits cannot be acknowledged, so more writes in flight could fill the session for good.
+    pub in_flight: usize,
     rng: Rng,
 }
 
@@ -38,11 +43,16 @@ impl SessionMix {
             },
             ..Limits::default()
         };
+        let lazy_acks = small && rng.range(0, 4) != 0;
+        let late_copy = if rng.range(0, 2) == 0 { 0.0 } else { 0.1 };
+        let late_copy_max_ms = rng.range(300, 2_000);
+        let in_flight = (rng.range(1, 5) as usize).min(limits.max_results_per_session);
         SessionMix {
             limits,
-            lazy_acks: small && rng.range(0, 4) != 0,
-            late_copy: if rng.range(0, 2) == 0 { 0.0 } else { 0.1 },
-            late_copy_max_ms: rng.range(300, 2_000),
+            lazy_acks,
+            late_copy,
+            late_copy_max_ms,
+            in_flight,
             rng,
         }
     }
@@ -56,7 +66,8 @@ impl SessionMix {
 }
 
 /// How one client numbers its writes: from 1 under a session id, with `acked` 1 until a write of the session
-/// was answered as applied (the cluster may not know the session before), then the client's watermark.
+/// was answered as applied (the cluster may not know the session before), then the client's watermark: never
+/// above its lowest write still in flight.
 #[derive(Clone, Debug)]
 pub struct ClientSession {
     id: u64,
@@ -64,6 +75,8 @@ pub struct ClientSession {
     acked: u64,
     established: bool,
     lazy: bool,
+    /// Writes of this session still in flight.
+    pending: BTreeSet<u64>,
 }
 
 impl ClientSession {
@@ -75,42 +88,58 @@ impl ClientSession {
             acked: 1,
             established: false,
             lazy,
+            pending: BTreeSet::new(),
         }
     }
 
-    /// The request id of the client's next write: (client id, seq, acked). One write at a time: an eager
-    /// client acknowledges every earlier write with each new one.
+    /// The request id of the client's next write: (client id, seq, acked). An eager client acknowledges
+    /// with each new write every earlier one that is no longer in flight.
     pub fn next_write(&mut self) -> (u64, u64, u64) {
         self.writes += 1;
+        self.pending.insert(self.writes);
         if !self.lazy {
-            self.acked = self.writes;
+            self.acked = self.lowest_pending();
         }
-        (self.id, self.writes, self.sent_acked())
+        (self.id, self.writes, self.acked())
     }
 
-    fn sent_acked(&self) -> u64 {
+    /// The lowest write still in flight (or the next one).
+    fn lowest_pending(&self) -> u64 {
+        self.pending.first().copied().unwrap_or(self.writes + 1)
+    }
+
+    /// The `acked` the session's requests carry now.
+    pub fn acked(&self) -> u64 {
         if self.established { self.acked } else { 1 }
     }
 
-    /// A write of the session was applied and answered.
-    pub fn applied(&mut self) {
-        self.established = true;
+    /// Write `seq` of session `id` is over: answered (`applied`: the cluster holds the session), refused,
+    /// or given up on (it is never sent again, so its result may go). Ignored for an earlier session.
+    pub fn finished(&mut self, id: u64, seq: u64, applied: bool) {
+        if id == self.id {
+            self.pending.remove(&seq);
+            self.established |= applied;
+        }
     }
 
-    /// The cluster refused the current write for a full session: acknowledge every earlier write. Returns
-    /// the `acked` its retry carries.
-    pub fn full(&mut self) -> u64 {
+    /// The cluster refused a write for a full session: acknowledge every write no longer in flight. True if
+    /// that acknowledges more than the session's requests did (a retry may then find room).
+    pub fn full(&mut self) -> bool {
+        let before = self.acked();
         // A full session is one the cluster holds.
         self.established = true;
-        self.acked = self.writes;
-        self.sent_acked()
+        self.acked = self.acked.max(self.lowest_pending());
+        self.acked() > before
     }
 
-    /// The cluster forgot the session: the next write starts a new one (ids stay distinct across clients).
-    pub fn expired(&mut self, clients: u64) {
-        *self = ClientSession {
-            id: self.id + clients,
-            ..ClientSession::new(0, self.lazy)
-        };
+    /// The cluster forgot session `id`: if it is the current one, the next write starts a new one (ids stay
+    /// distinct across clients); the writes of the old one still in flight end on their own.
+    pub fn expired(&mut self, id: u64, clients: u64) {
+        if id == self.id {
+            *self = ClientSession {
+                id: self.id + clients,
+                ..ClientSession::new(0, self.lazy)
+            };
+        }
     }
 }

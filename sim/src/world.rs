@@ -5,7 +5,9 @@
 
 use crate::checker::{Checker, check_log_matching};
 use crate::faults::{Fault, FaultMix, Profile};
-use crate::linearizability::{self, KvOp, Operation};
+use crate::linearizability::{
+    self, Cond, GROUP_KEYS, Group, KvOp, Operation, Txn, Write, group_of, key_at,
+};
 use crate::node::{Request, Response, SimNode, SimWaiters};
 use crate::sessions::{ClientSession, SessionMix};
 use reinado_node::config::Start;
@@ -14,7 +16,7 @@ use reinado_node::replica::{
     self, BootstrapDecision, Output, ProbeAnswer, Settings, bootstrap_decision,
 };
 use reinado_proto::v1::MemberContext;
-use reinado_raft::{Bugs, Config, Message, NodeId, Raft, Rng, Role};
+use reinado_raft::{Bugs, ConfState, Config, Message, NodeId, Raft, Rng, Role};
 use reinado_storage::FaultyFs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -25,8 +27,11 @@ const TICK_MS: u64 = 10;
 const ATTEMPT_TIMEOUT_MS: u64 = 300;
 /// A client gives up on an operation after this long; its outcome is then unknown.
 const OP_DEADLINE_MS: u64 = 3_000;
-/// Keys the clients use: few, so that operations contend.
-const KEYS: u64 = 4;
+/// The most client operations in flight at once, over all clients: a client keeps fewer than
+/// [`SessionMix::in_flight`] when there are many clients (the cost of a run grows with the operations).
+const MAX_OPS_IN_FLIGHT: u64 = 8;
+/// Keys the clients use: few, so that operations contend; four groups for multi-key operations.
+const KEYS: u64 = 4 * GROUP_KEYS as u64;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -100,9 +105,12 @@ enum Event {
     Tick(NodeId, u64),
     Deliver(Message),
     Synced(NodeId, u64),
-    ToNode(NodeId, Request),
-    ToClient(Request, Response),
-    AttemptTimeout(u64, u64),
+    /// A client request reaching a node (boxed: a transaction is large, and events move in the heap).
+    ToNode(NodeId, Box<Request>),
+    /// A node's answer reaching its client.
+    ToClient(Box<(Request, Response)>),
+    /// (client, operation, attempt)
+    AttemptTimeout(u64, u64, u64),
     ClientStart(u64),
     Restart(NodeId),
     Heal,
@@ -113,6 +121,8 @@ enum Event {
     /// The operator replaces a member whose disk was lost: removes it, then adds it again as a learner.
     Replace(NodeId),
     Stop(NodeId),
+    /// The operator's next step in shrinking the cluster to one voter and growing it back.
+    Resize,
     CheckLogs,
     CheckConverged,
 }
@@ -167,8 +177,24 @@ struct Client {
     /// How the client numbers and acknowledges its writes.
     session: ClientSession,
     leader_hint: Option<NodeId>,
-    /// The operation in flight: (request, index into the history, start time).
-    current: Option<(Request, usize, u64)>,
+    /// The operations in flight (at most [`SessionMix::in_flight`], fewer with many clients), by number.
+    in_flight: BTreeMap<u64, InFlight>,
+}
+
+/// A client operation waiting for its answer.
+#[derive(Clone, Copy)]
+struct InFlight {
+    /// Its latest attempt.
+    req: Request,
+    /// Its index in the history.
+    index: usize,
+    /// When it was first sent.
+    started: u64,
+}
+
+/// The value operation `seq` of client `c` writes as its `n`th write (values are never written twice).
+fn op_value(c: u64, seq: u64, n: usize) -> u64 {
+    ((c + 1) << 40) | (seq << 3) | n as u64
 }
 
 /// One simulation run.
@@ -187,11 +213,22 @@ pub struct World {
     healed: bool,
     clients: Vec<Client>,
     history: Vec<Operation>,
+    /// The value each key was last asked to hold (what conditions expect).
+    recent: Vec<Option<u64>>,
     checker: Checker,
     stats: Stats,
     leaderless_since: Option<u64>,
     violation: Option<String>,
     converged: bool,
+    /// The operator is shrinking the cluster to a single voter, or growing it back.
+    resizing: Option<Resize>,
+}
+
+/// The operator's resize episode: remove voters down to one, then add members back up to three voters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resize {
+    Shrink,
+    Grow,
 }
 
 impl World {
@@ -218,11 +255,13 @@ impl World {
             healed: false,
             clients: Vec::new(),
             history: Vec::new(),
+            recent: vec![None; KEYS as usize],
             checker: Checker::default(),
             stats: Stats::default(),
             leaderless_since: Some(0),
             violation: None,
             converged: false,
+            resizing: None,
             rng,
             cfg,
         };
@@ -235,10 +274,15 @@ impl World {
                 seq: 0,
                 session,
                 leader_hint: None,
-                current: None,
+                in_flight: BTreeMap::new(),
             });
-            let at = world.rng.range(0, 50);
-            world.schedule(at, Event::ClientStart(c));
+            // Each of the client's lanes keeps one operation in flight.
+            let lanes =
+                (world.sessions.in_flight as u64).min(MAX_OPS_IN_FLIGHT / world.mix.clients);
+            for _ in 0..lanes.max(1) {
+                let at = world.rng.range(0, 50);
+                world.schedule(at, Event::ClientStart(c));
+            }
         }
         let first_fault = world.mix.fault_interval_ms;
         world.schedule(first_fault, Event::Fault);
@@ -374,9 +418,11 @@ impl World {
             Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
             Event::Deliver(m) => self.on_deliver(m),
             Event::Synced(id, incarnation) => self.on_synced(id, incarnation),
-            Event::ToNode(id, req) => self.on_request(id, req),
-            Event::ToClient(req, resp) => self.on_reply(req, resp),
-            Event::AttemptTimeout(client, attempt) => self.on_attempt_timeout(client, attempt),
+            Event::ToNode(id, req) => self.on_request(id, *req),
+            Event::ToClient(answer) => self.on_reply(answer.0, answer.1),
+            Event::AttemptTimeout(client, seq, attempt) => {
+                self.on_attempt_timeout(client, seq, attempt)
+            }
             Event::ClientStart(client) => self.start_op(client),
             Event::Restart(id) => self.restart(id),
             Event::Heal => self.heal(),
@@ -391,6 +437,7 @@ impl World {
             Event::Bounce(id, left) => self.bounce(id, left),
             Event::Replace(id) => self.replace(id),
             Event::Stop(id) => self.stop(id),
+            Event::Resize => self.resize(),
             Event::CheckLogs => self.check_logs(),
             Event::CheckConverged => self.check_converged(),
         }
@@ -432,15 +479,15 @@ impl World {
         let local_read = self.cfg.read_without_read_index;
         let mut answered = None;
         self.with_server(id, None, |s, out| match req.op {
-            KvOp::Get { key } if local_read => {
-                answered = Some(s.read_locally(req, key));
+            op if op.is_read() && local_read => {
+                answered = Some(s.read_locally(req));
                 let _ = out;
             }
             _ => s.request(req, now, out),
         });
         if let Some(resp) = answered {
             let delay = self.rng.range(1, 4);
-            self.schedule(delay, Event::ToClient(req, resp));
+            self.schedule(delay, Event::ToClient(Box::new((req, resp))));
         }
     }
 
@@ -521,7 +568,7 @@ impl World {
         };
         for (req, resp) in replies {
             let delay = self.rng.range(1, 4);
-            self.schedule(delay, Event::ToClient(req, resp));
+            self.schedule(delay, Event::ToClient(Box::new((req, resp))));
         }
         if sync_needed {
             let delay = self.rng.range(0, self.mix.fsync_max_ms + 1);
@@ -531,6 +578,12 @@ impl World {
 
     fn on_new_leader(&mut self, id: NodeId, term: u64) {
         self.trace(|| format!("n{id} became leader of term {term}"));
+        if self.removal_known(id) {
+            return self.fail(format!(
+                "Membership: n{id}, removed (every voter of the membership in force took the removal into \
+                 force), became leader of term {term}"
+            ));
+        }
         let raft = self.nodes[&id].server.as_ref().expect("live").raft();
         if let Err(v) = self.checker.on_leader(id, term, raft) {
             self.fail(v);
@@ -601,6 +654,7 @@ impl World {
 
     // ---- clients ----
 
+    /// One of the client's lanes starts its next operation.
     fn start_op(&mut self, c: u64) {
         if self.healed {
             return;
@@ -608,27 +662,10 @@ impl World {
         let client = &mut self.clients[c as usize];
         client.seq += 1;
         let seq = client.seq;
-        let key = self.rng.range(0, KEYS);
-        let value = (c + 1) << 32 | seq;
-        let op = match self.rng.range(0, 10) {
-            0..=3 => KvOp::Get { key },
-            4..=6 => KvOp::Put { key, value },
-            7 => KvOp::Delete { key },
-            _ => {
-                let expected = self.history.iter().rev().find_map(|o| match o.op {
-                    KvOp::Put { key: k, value } if k == key => Some(value),
-                    _ => None,
-                });
-                KvOp::Cas {
-                    key,
-                    expected,
-                    new: Some(value),
-                }
-            }
-        };
-        let (session_id, write_seq, acked) = match op {
-            KvOp::Get { .. } => (0, 0, 0),
-            _ => self.clients[c as usize].session.next_write(),
+        let op = self.draw_op(c, seq);
+        let (session_id, write_seq, acked) = match op.is_read() {
+            true => (0, 0, 0),
+            false => self.clients[c as usize].session.next_write(),
         };
         let req = Request {
             client: c,
@@ -648,105 +685,194 @@ impl World {
             output: None,
         });
         let index = self.history.len() - 1;
-        self.clients[c as usize].current = Some((req, index, self.now));
+        let started = self.now;
+        let in_flight = InFlight {
+            req,
+            index,
+            started,
+        };
+        self.clients[c as usize].in_flight.insert(seq, in_flight);
         self.send_attempt(c, req);
+    }
+
+    /// A client operation: single-key reads and writes, and multi-key transactions and reads of a group.
+    fn draw_op(&mut self, c: u64, seq: u64) -> KvOp {
+        let key = self.rng.range(0, KEYS);
+        let value = op_value(c, seq, 0);
+        let op = match self.rng.range(0, 14) {
+            0..=3 => KvOp::Get { key },
+            4..=6 => KvOp::Put { key, value },
+            7 => KvOp::Delete { key },
+            8..=9 => KvOp::Cas {
+                key,
+                expected: self.recent[key as usize],
+                new: Some(value),
+            },
+            10..=11 => KvOp::Txn(self.draw_txn(c, seq, group_of(key))),
+            _ => KvOp::ReadGroup {
+                group: group_of(key),
+            },
+        };
+        self.note_writes(&op);
+        op
+    }
+
+    /// A transaction over two or three keys of `group`: conditions that usually hold on what was written
+    /// last, writes to each of its keys if they hold, and sometimes other writes if not.
+    fn draw_txn(&mut self, c: u64, seq: u64, group: Group) -> Txn {
+        let skipped = match self.rng.range(0, 2) {
+            0 => None,
+            _ => Some(self.rng.range(0, GROUP_KEYS as u64) as usize),
+        };
+        let mut txn = Txn {
+            group,
+            compare: [None; GROUP_KEYS],
+            success: [None; GROUP_KEYS],
+            failure: [None; GROUP_KEYS],
+        };
+        for slot in (0..GROUP_KEYS).filter(|&s| Some(s) != skipped) {
+            let recent = self.recent[key_at(group, slot) as usize];
+            txn.compare[slot] = match self.rng.range(0, 4) {
+                0 => None,
+                1 => Some(Cond::Absent),
+                _ => Some(recent.map_or(Cond::Absent, Cond::Equals)),
+            };
+            txn.success[slot] = Some(match self.rng.range(0, 5) {
+                0 => Write::Delete,
+                _ => Write::Put(op_value(c, seq, slot)),
+            });
+            if self.rng.range(0, 3) == 0 {
+                txn.failure[slot] = Some(Write::Put(op_value(c, seq, GROUP_KEYS + slot)));
+            }
+        }
+        txn
+    }
+
+    /// Remembers what `op` would leave in the keys it writes, for the conditions of later operations.
+    fn note_writes(&mut self, op: &KvOp) {
+        match *op {
+            KvOp::Put { key, value } => self.recent[key as usize] = Some(value),
+            KvOp::Delete { key } => self.recent[key as usize] = None,
+            KvOp::Cas { key, new, .. } => self.recent[key as usize] = new,
+            KvOp::Txn(txn) => {
+                for (slot, write) in txn.success.iter().enumerate() {
+                    let key = key_at(txn.group, slot) as usize;
+                    match write {
+                        Some(Write::Put(v)) => self.recent[key] = Some(*v),
+                        Some(Write::Delete) => self.recent[key] = None,
+                        None => {}
+                    }
+                }
+            }
+            KvOp::Get { .. } | KvOp::ReadGroup { .. } => {}
+        }
     }
 
     fn send_attempt(&mut self, c: u64, req: Request) {
         let live: Vec<NodeId> = self.nodes.keys().copied().collect();
         let hint = self.clients[c as usize].leader_hint;
-        let is_read = matches!(req.op, KvOp::Get { .. });
+        let is_read = req.op.is_read();
         let target = match hint {
             Some(h) if !is_read && self.rng.range(0, 4) != 0 => Some(h),
             _ => self.pick(&live),
         };
         if let Some(target) = target {
             let delay = self.rng.range(1, 4);
-            self.schedule(delay, Event::ToNode(target, req));
+            self.schedule(delay, Event::ToNode(target, Box::new(req)));
             if !is_read && let Some(late) = self.sessions.late_copy_after() {
-                self.schedule(late, Event::ToNode(target, req));
+                self.schedule(late, Event::ToNode(target, Box::new(req)));
             }
         }
-        self.schedule(ATTEMPT_TIMEOUT_MS, Event::AttemptTimeout(c, req.attempt));
+        let timeout = Event::AttemptTimeout(c, req.seq, req.attempt);
+        self.schedule(ATTEMPT_TIMEOUT_MS, timeout);
     }
 
-    fn retry(&mut self, c: u64) {
-        let Some((req, index, started)) = self.clients[c as usize].current else {
+    /// Sends operation `seq` of client `c` again, unless its deadline passed: its outcome is then unknown.
+    fn retry(&mut self, c: u64, seq: u64) {
+        let Some(f) = self.clients[c as usize].in_flight.get(&seq).copied() else {
             return;
         };
-        if self.now - started > OP_DEADLINE_MS {
-            self.trace(|| format!("client {c} gives up on {:?}: outcome unknown", req.op));
+        if self.now - f.started > OP_DEADLINE_MS {
+            self.trace(|| format!("client {c} gives up on {}: outcome unknown", f.req.op));
             self.stats.ops_unknown += 1;
-            self.clients[c as usize].current = None;
-            let think = self.rng.range(0, 20);
-            self.schedule(think, Event::ClientStart(c));
-            return;
+            return self.finish(c, seq, false);
         }
         let next = Request {
-            attempt: req.attempt + 1,
-            ..req
+            attempt: f.req.attempt + 1,
+            ..f.req
         };
-        self.clients[c as usize].current = Some((next, index, started));
+        let client = &mut self.clients[c as usize];
+        client.in_flight.get_mut(&seq).expect("in flight").req = next;
         self.send_attempt(c, next);
     }
 
+    /// Operation `seq` of client `c` is over (`applied`: answered as done); its lane starts the next one.
+    fn finish(&mut self, c: u64, seq: u64, applied: bool) {
+        let client = &mut self.clients[c as usize];
+        if let Some(f) = client.in_flight.remove(&seq)
+            && !f.req.op.is_read()
+        {
+            client
+                .session
+                .finished(f.req.session_id, f.req.write_seq, applied);
+        }
+        let think = self.rng.range(0, 20);
+        self.schedule(think, Event::ClientStart(c));
+    }
+
     fn on_reply(&mut self, req: Request, resp: Response) {
-        let c = req.client;
-        let Some((current, index, _)) = self.clients[c as usize].current else {
+        let (c, seq) = (req.client, req.seq);
+        let Some(f) = self.clients[c as usize].in_flight.get(&seq).copied() else {
             return;
         };
-        if current.attempt != req.attempt || current.seq != req.seq {
+        if f.req.attempt != req.attempt {
             return;
         }
         match resp {
             Response::Ok(output) => {
-                if req.write_seq != 0 {
-                    self.clients[c as usize].session.applied();
-                }
                 self.logical += 1;
-                self.history[index].ret = self.logical;
-                self.history[index].output = Some(output);
-                self.trace(|| format!("client {c}: {:?} -> {output:?}", req.op));
+                self.history[f.index].ret = self.logical;
+                self.history[f.index].output = Some(output);
+                self.trace(|| format!("client {c}: {} -> {output}", req.op));
                 self.stats.ops_ok += 1;
-                self.clients[c as usize].current = None;
-                let think = self.rng.range(0, 20);
-                self.schedule(think, Event::ClientStart(c));
+                self.finish(c, seq, true);
             }
             Response::NotLeader(hint) => {
                 self.clients[c as usize].leader_hint = hint;
-                self.retry(c);
+                self.retry(c, seq);
             }
-            Response::Retry => self.retry(c),
+            Response::Retry => self.retry(c, seq),
             Response::SessionFull => {
-                // Not applied: acknowledge the earlier writes, and send it again.
+                // Not applied: acknowledge what is no longer in flight and send it again; if nothing more
+                // could be acknowledged, only after the attempt's timeout (the earlier writes must end first).
                 let client = &mut self.clients[c as usize];
-                let acked = client.session.full();
-                if let Some((current, _, _)) = client.current.as_mut() {
-                    current.acked = acked;
+                let acked_more = client.session.full();
+                let acked = client.session.acked();
+                client.in_flight.get_mut(&seq).expect("in flight").req.acked = acked;
+                if acked_more {
+                    self.retry(c, seq);
                 }
-                self.retry(c);
             }
             Response::SessionExpired | Response::Failed => {
                 if resp == Response::SessionExpired {
                     let clients = self.clients.len() as u64;
-                    self.clients[c as usize].session.expired(clients);
+                    let session = &mut self.clients[c as usize].session;
+                    session.expired(req.session_id, clients);
                 }
-                self.trace(|| format!("client {c}: {:?} refused: outcome unknown", req.op));
+                self.trace(|| format!("client {c}: {} refused: outcome unknown", req.op));
                 self.stats.ops_unknown += 1;
-                self.clients[c as usize].current = None;
-                let think = self.rng.range(0, 20);
-                self.schedule(think, Event::ClientStart(c));
+                self.finish(c, seq, false);
             }
         }
     }
 
-    fn on_attempt_timeout(&mut self, c: u64, attempt: u64) {
-        let Some((current, _, _)) = self.clients[c as usize].current else {
+    fn on_attempt_timeout(&mut self, c: u64, seq: u64, attempt: u64) {
+        let Some(f) = self.clients[c as usize].in_flight.get(&seq) else {
             return;
         };
-        if current.attempt == attempt {
+        if f.req.attempt == attempt {
             self.clients[c as usize].leader_hint = None;
-            self.retry(c);
+            self.retry(c, seq);
         }
     }
 
@@ -754,9 +880,9 @@ impl World {
         if let Err(e) = linearizability::check(&self.history) {
             let text = match e {
                 linearizability::CheckError::NotLinearizable(v) => format!("Linearizability: {v}"),
-                linearizability::CheckError::Budget { key, steps } => {
+                linearizability::CheckError::Budget { keys, steps } => {
                     format!(
-                        "Linearizability: search budget of {steps} steps exhausted on key {key}"
+                        "Linearizability: search budget of {steps} steps exhausted on keys {keys:?}"
                     )
                 }
             };
@@ -1084,14 +1210,7 @@ impl World {
 
     fn transfer(&mut self) {
         let Some(leader) = self.leader() else { return };
-        let voters = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft()
-            .status()
-            .conf
-            .voters;
+        let voters = self.conf_of(leader).voters;
         let Some(target) = self.pick(&voters) else {
             return;
         };
@@ -1104,6 +1223,17 @@ impl World {
             };
             s.replica.request(req, out);
         });
+    }
+
+    /// The membership in force at live node `id`.
+    fn conf_of(&self, id: NodeId) -> ConfState {
+        self.nodes[&id]
+            .server
+            .as_ref()
+            .expect("live")
+            .raft()
+            .conf()
+            .clone()
     }
 
     /// True if a leader's membership has at least `min` voters, each live, applied up to the leader's commit
@@ -1129,33 +1259,102 @@ impl World {
     }
 
     fn change_membership(&mut self) {
+        // A resize episode owns the membership until it is over.
+        if self.resizing.is_some() {
+            return;
+        }
         let Some(leader) = self.leader() else { return };
-        let conf = self.nodes[&leader]
-            .server
-            .as_ref()
-            .expect("live")
-            .raft()
-            .status()
-            .conf;
+        let conf = self.conf_of(leader);
+        if !self.replacing() && self.rng.range(0, 4) == 0 {
+            self.trace(|| "operator: shrinks the cluster to one voter, then grows it back".into());
+            self.resizing = Some(Resize::Shrink);
+            return self.resize();
+        }
         let remove = conf.voters.len() > 3 || (conf.voters.len() == 3 && self.rng.range(0, 3) == 0);
         // While a lost disk is being replaced, the operator removes no other member.
         if remove && conf.voters.len() > 2 && !self.replacing() {
-            let Some(id) = self.pick(&conf.voters) else {
-                return;
-            };
-            let req = replica::Request::RemoveMember { id, waiter: () };
-            if self.ask_leader(leader, req) {
-                self.trace(|| format!("operator: remove n{id}"));
-                self.schedule(200, Event::Stop(id));
-            }
-            return;
+            return self.remove_voter(leader, &conf.voters);
         }
+        self.add_learner(leader);
+    }
+
+    /// Asks the leader to remove one of `voters`. The removed node is shut down once the removal is in
+    /// force, at once or, half the time, only after a while: a removed node kept running must not disrupt
+    /// the others.
+    fn remove_voter(&mut self, leader: NodeId, voters: &[NodeId]) {
+        let Some(id) = self.pick(voters) else {
+            return;
+        };
+        let req = replica::Request::RemoveMember { id, waiter: () };
+        if self.ask_leader(leader, req) {
+            let kept_ms = match self.rng.range(0, 2) {
+                0 => 200,
+                _ => self.rng.range(1_000, 4_000),
+            };
+            self.trace(|| format!("operator: remove n{id}, stop it in {kept_ms} ms"));
+            self.schedule(kept_ms, Event::Stop(id));
+        }
+    }
+
+    /// Asks the leader to add a new node as a learner (the leader promotes it once it caught up).
+    fn add_learner(&mut self, leader: NodeId) {
         let id = self.next_node_id;
         if self.ask_leader(leader, add_member(id)) {
             self.next_node_id += 1;
             self.trace(|| format!("operator: add n{id} as a learner"));
             self.add_node(id, Start::Join(addr(leader)));
         }
+    }
+
+    /// One step of the resize episode, one membership change at a time: remove a voter while more than one
+    /// is left, then add learners until three voters are back (so that the rest of the run tolerates
+    /// faults again).
+    fn resize(&mut self) {
+        if self.healed {
+            self.resizing = None;
+            return;
+        }
+        let after = self.rng.range(100, 400);
+        self.schedule(after, Event::Resize);
+        let Some(leader) = self.leader() else { return };
+        let conf = self.conf_of(leader);
+        match self.resizing {
+            Some(Resize::Shrink) if conf.voters.len() > 1 => {
+                if !self.replacing() {
+                    self.remove_voter(leader, &conf.voters);
+                }
+            }
+            Some(Resize::Shrink) => {
+                self.trace(|| {
+                    format!("operator: n{leader} is the only voter; grows the cluster back")
+                });
+                self.resizing = Some(Resize::Grow);
+            }
+            Some(Resize::Grow) if conf.voters.len() >= 3 => self.resizing = None,
+            Some(Resize::Grow) if conf.learners.is_empty() => self.add_learner(leader),
+            // A learner is catching up, to be promoted.
+            Some(Resize::Grow) | None => {}
+        }
+    }
+
+    /// True if `id` is out of the membership in force and every voter of it is live and has applied the
+    /// removal (so its commit is durable there): nothing then may make `id` leader again, and nothing needs
+    /// its vote any more.
+    fn removal_known(&self, id: NodeId) -> bool {
+        let live: BTreeMap<NodeId, &SimNode> = self
+            .nodes
+            .iter()
+            .filter_map(|(&n, node)| Some((n, node.server.as_ref()?)))
+            .collect();
+        let Some(newest) = live.values().max_by_key(|s| s.raft().commit()) else {
+            return false;
+        };
+        let conf = newest.raft().conf();
+        !conf.contains(id)
+            && conf
+                .voters
+                .iter()
+                .all(|v| live.get(v).is_some_and(|s| !s.applied_member(id)))
     }
 
     /// Sends an operator's request to the leader; true if the leader took it (proposed or answered it).
@@ -1180,17 +1379,13 @@ impl World {
         refused.map_or(Ok(()), Err)
     }
 
-    /// Shuts down a node that is no longer a member (checked against the membership in force).
+    /// Shuts down a node that is no longer a member, as the README's procedure says: once the membership
+    /// in force no longer lists it and every remaining voter has taken that into force (before, a voter
+    /// that has not may still need its vote: a leader that removed itself may have handed over before its
+    /// commit reached the others).
     fn stop(&mut self, id: NodeId) {
-        let still_member = self
-            .nodes
-            .values()
-            .filter_map(|n| n.server.as_ref())
-            .map(|s| s.raft().status())
-            .max_by_key(|s| s.commit)
-            .is_none_or(|s| s.conf.contains(id));
-        if still_member {
-            if !self.healed {
+        if !self.removal_known(id) {
+            if self.nodes[&id].server.is_some() || !self.healed {
                 self.schedule(200, Event::Stop(id));
             }
             return;
@@ -1257,7 +1452,8 @@ impl World {
         let Some(leader) = self.leader() else { return };
         let lead = self.nodes[&leader].server.as_ref().expect("live");
         let status = lead.raft().status();
-        if status.commit != status.last_index || self.clients.iter().any(|c| c.current.is_some()) {
+        let busy = self.clients.iter().any(|c| !c.in_flight.is_empty());
+        if status.commit != status.last_index || busy {
             return;
         }
         let image = lead.state_image();
@@ -1305,7 +1501,11 @@ impl World {
                 None => format!("n{id}: down"),
             })
             .collect();
-        let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
+        let busy = self
+            .clients
+            .iter()
+            .filter(|c| !c.in_flight.is_empty())
+            .count();
         format!("{}; {busy} clients still waiting", nodes.join("; "))
     }
 }

@@ -38,6 +38,16 @@ fn serving_reads_without_read_index_is_caught() {
 }
 
 #[test]
+fn a_torn_transaction_is_caught() {
+    let (seed, v) =
+        first_violation(1..=10, |c| c.replica_bugs.torn_txn = true).expect("bug caught");
+    assert!(
+        v.contains("Linearizability") && v.contains("group"),
+        "seed {seed}: {v}"
+    );
+}
+
+#[test]
 fn evicting_a_pending_session_result_is_caught() {
     let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.evict_pending_result = true)
         .expect("bug caught");

@@ -298,6 +298,8 @@ pub struct StateMachine {
     limits: Limits,
     /// Deliberate bug (simulator only): a full session forgets its lowest result instead of refusing.
     evict_pending_result: bool,
+    /// Deliberate bug (simulator only): a transaction applies only the first write of its branch.
+    torn_txn: bool,
 }
 
 impl StateMachine {
@@ -316,6 +318,7 @@ impl StateMachine {
             clock_ms: 0,
             limits,
             evict_pending_result: false,
+            torn_txn: false,
         }
     }
 
@@ -323,6 +326,12 @@ impl StateMachine {
     /// instead of refusing the new write (`reinado-sim --bug evict-pending-result`).
     pub fn set_evict_pending_result(&mut self, on: bool) {
         self.evict_pending_result = on;
+    }
+
+    /// Switches on the deliberate bug that applies only the first write of a transaction's branch
+    /// (`reinado-sim --bug torn-txn`): the other keys of a multi-key transaction keep their old values.
+    pub fn set_torn_txn(&mut self, on: bool) {
+        self.torn_txn = on;
     }
 
     /// The last index applied.
@@ -474,11 +483,15 @@ impl StateMachine {
             }
             Some(command::Op::Txn(txn)) => {
                 outcome.succeeded = txn.compare.iter().all(|c| self.compare(c));
-                if outcome.succeeded {
+                let mut ops = if outcome.succeeded {
                     txn.success
                 } else {
                     txn.failure
+                };
+                if self.torn_txn {
+                    ops.truncate(1);
                 }
+                ops
             }
         };
         let grows_by = self.size_delta(&ops);

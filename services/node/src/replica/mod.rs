@@ -29,8 +29,8 @@ use crate::error::{NodeError, refusal_error};
 use crate::state::StateMachine;
 use reinado_proto::v1::{MemberContext, WriteOutcome};
 use reinado_raft::{
-    Entry, EntryKind, HardState, Index, Message, NodeId, Persisted, Raft, ReadState, Ready, Role,
-    Term,
+    ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, Persisted, Raft, ReadState,
+    Ready, Role, Term,
 };
 use reinado_storage::{DiskStorage, StorageError};
 use std::collections::BTreeMap;
@@ -152,6 +152,16 @@ pub struct Bugs {
     /// A full session forgets its lowest unacknowledged result to make room, instead of refusing the new
     /// write (defect 3 put back): a late retry of the forgotten write runs again.
     pub evict_pending_result: bool,
+    /// A transaction applies only the first write of its branch: a multi-key transaction is torn.
+    pub torn_txn: bool,
+}
+
+impl Bugs {
+    /// Switches the state machine's deliberate bugs on as asked.
+    fn switch_on(&self, sm: &mut StateMachine) {
+        sm.set_evict_pending_result(self.evict_pending_result);
+        sm.set_torn_txn(self.torn_txn);
+    }
 }
 
 /// Timing and limits of the replica, in ticks.
@@ -220,6 +230,8 @@ pub struct Replica<W: Waiters> {
     stored_hs: HardState,
     /// A newer commit index not yet persisted.
     unwritten_commit: Option<HardState>,
+    /// The membership in force at the commit index last written.
+    stored_conf: ConfState,
     writes: BTreeMap<Index, PendingWrite<W>>,
     /// Membership changes waiting to be applied: index → (term, waiter).
     conf_waiters: BTreeMap<Index, (Term, W::Members)>,
@@ -257,12 +269,12 @@ impl<W: Waiters> Replica<W> {
         } else {
             settings.incarnation
         };
+        let stored_conf = raft.conf().clone();
         let mut announced_client = BTreeMap::new();
         announced_client.insert(settings.id, settings.client_addr.clone());
-        state
-            .write()
-            .expect("state lock")
-            .set_evict_pending_result(settings.bugs.evict_pending_result);
+        settings
+            .bugs
+            .switch_on(&mut state.write().expect("state lock"));
         Replica {
             leader: status.leader,
             raft,
@@ -271,6 +283,7 @@ impl<W: Waiters> Replica<W> {
             pending: None,
             stored_hs,
             unwritten_commit: None,
+            stored_conf,
             writes: BTreeMap::new(),
             conf_waiters: BTreeMap::new(),
             transfers: Vec::new(),
@@ -405,6 +418,7 @@ impl<W: Waiters> Replica<W> {
             }
             self.unwritten_commit = None;
             self.write(storage, &ready)?;
+            self.stored_conf = self.raft.conf().clone();
         }
         self.pending = Some((ready, role_change));
         if self.settings.bugs.ack_before_fsync {
@@ -419,7 +433,7 @@ impl<W: Waiters> Replica<W> {
         if let Some(snapshot) = &ready.snapshot {
             let limits = self.state.read().expect("state lock").limits();
             let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index, limits)?;
-            sm.set_evict_pending_result(self.settings.bugs.evict_pending_result);
+            self.settings.bugs.switch_on(&mut sm);
             storage.save_snapshot(snapshot)?;
             *self.state.write().expect("state lock") = sm;
         }
@@ -451,11 +465,15 @@ impl<W: Waiters> Replica<W> {
         self.maybe_compact(storage)
     }
 
-    /// The hard state of a `Ready` that changes nothing durable but the commit index.
+    /// The hard state of a `Ready` that changes nothing durable but the commit index, and not the membership
+    /// in force: a membership change takes effect when it commits, so a node that forgot the commit of one
+    /// would go back to the membership before it after a restart. With the cluster down to one voter, that
+    /// one would then wait forever for the vote of a member removed (and shut down) meanwhile.
     fn commit_only(&self, ready: &Ready) -> Option<HardState> {
         let hs = ready.hard_state?;
         let same = hs.term == self.stored_hs.term && hs.vote == self.stored_hs.vote;
-        (same && ready.entries.is_empty() && ready.snapshot.is_none()).then_some(hs)
+        let same_conf = self.raft.conf() == &self.stored_conf;
+        (same && same_conf && ready.entries.is_empty() && ready.snapshot.is_none()).then_some(hs)
     }
 
     /// A snapshot from the leader replaced the state machine (already durable).
