@@ -4,7 +4,7 @@
 //! Raft core, the state machine with its sessions and limits, proposals, reads, snapshots, membership, the
 //! start decision) over `reinado-storage`'s real write-ahead log on a fault-injecting file system; only the
 //! network, the clock and the disk are simulated. Every choice is drawn from one seed: message loss, duplication, reordering and delay; symmetric and one-way
-//! partitions; crashes that lose what was not fsynced; membership changes, leadership transfers and snapshots
+//! partitions; crashes that lose what was not fsynced; disk calls that fail (EIO, ENOSPC) and bytes that flip; membership changes, leadership transfers and snapshots
 //! during all of that; and clients issuing put/get/delete/compare-and-swap with unique request ids. A seed
 //! reproduces a whole run, so a failure is replayed with `make sim SEED=<seed> VERBOSE=1`.
 //!
@@ -13,6 +13,8 @@
 //!
 //! ## Layout
 //! - `world.rs`: the event loop, network, faults, operator, clients and the two phases.
+//! - `world/disk.rs`: the disk faults: a failed disk call (the node must stop) and a flipped byte in a synced
+//!   record (the node must refuse to start, and is replaced).
 //! - `node.rs`: the simulator's driver of one replica (the counterpart of the node's tokio loop), and the
 //!   clients' operations as the node's own commands.
 //! - `faults.rs`: the fault mix drawn for each seed.

@@ -140,7 +140,7 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 7] = [
+const BUGS: [&str; 9] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
@@ -148,6 +148,8 @@ const BUGS: [&str; 7] = [
     "ack-before-fsync",
     "accept-wiped-member",
     "evict-pending-result",
+    "retry-failed-fsync",
+    "skip-record-checksum",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -164,6 +166,8 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("ack-before-fsync") => cfg.replica_bugs.ack_before_fsync = true,
         Some("accept-wiped-member") => cfg.replica_bugs.accept_wiped_member = true,
         Some("evict-pending-result") => cfg.replica_bugs.evict_pending_result = true,
+        Some("retry-failed-fsync") => cfg.storage_bugs.retry_failed_sync = true,
+        Some("skip-record-checksum") => cfg.storage_bugs.skip_record_checksum = true,
         _ => {}
     }
     cfg
