@@ -85,6 +85,8 @@ sim-bugs: ## Prove the simulator's checkers catch each deliberately injected bug
 	$(SIM_RUN) --bug accept-wiped-member --expect-violation --seeds 600
 	$(SIM_RUN) --bug evict-pending-result --expect-violation --seeds 300
 	$(SIM_RUN) --bug torn-txn --expect-violation --seeds 5
+	$(SIM_RUN) --bug retry-failed-fsync --expect-violation --seeds 30
+	$(SIM_RUN) --bug skip-record-checksum --expect-violation --seeds 10
 
 sim: ## Run the simulator: SEEDS=N SEED_START=S, or SEED=S [VERBOSE=1] to replay one seed.
 ifneq ($(strip $(SEED)),)

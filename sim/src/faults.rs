@@ -41,11 +41,18 @@ pub enum Fault {
     Pause,
     /// A node loses its disk: it comes back with an empty data dir under the same id and configuration.
     Wipe,
+    /// One of a node's next disk calls (a write, fsync, directory sync, rename or creation) fails with EIO
+    /// or ENOSPC: the node must stop at once, and its supervisor restarts it from what reached the disk.
+    DiskError,
+    /// A node crashes and a byte flips in a synced record it reads at start (a WAL record followed by
+    /// other synced records, or its snapshot file): it must refuse to start; the operator replaces it as a
+    /// member whose disk was lost.
+    Corrupt,
 }
 
 impl Fault {
     /// Every fault, in the order of [`FaultMix::weights`].
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Crash,
         Fault::CrashLeader,
         Fault::Isolate,
@@ -57,7 +64,17 @@ impl Fault {
         Fault::Restart,
         Fault::Pause,
         Fault::Wipe,
+        Fault::DiskError,
+        Fault::Corrupt,
     ];
+
+    /// The fault's position in [`Fault::ALL`] and [`FaultMix::weights`].
+    pub fn index(self) -> usize {
+        Fault::ALL
+            .iter()
+            .position(|&f| f == self)
+            .expect("every fault is listed in Fault::ALL")
+    }
 
     /// The fault's name in reports.
     pub fn name(self) -> &'static str {
@@ -73,6 +90,8 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::Pause => "pause",
             Fault::Wipe => "wipe",
+            Fault::DiskError => "disk-error",
+            Fault::Corrupt => "corrupt",
         }
     }
 }
@@ -147,7 +166,7 @@ impl FaultMix {
     /// middle of catching a follower up (the Figure 8 scenario of §5.4.2).
     pub fn leader_churn(rng: &mut Rng) -> FaultMix {
         FaultMix {
-            weights: [1, 4, 4, 1, 0, 1, 0, 1, 1, 1, 1],
+            weights: [1, 4, 4, 1, 0, 1, 0, 1, 1, 1, 1, 1, 1],
             drop: 0.05,
             duplicate: 0.01,
             fault_interval_ms: rng.range(100, 300),
@@ -163,18 +182,11 @@ impl FaultMix {
     /// votes, appends of a previous life).
     pub fn restarts(rng: &mut Rng) -> FaultMix {
         let mut weights = [0; Fault::ALL.len()];
-        weights[Fault::ALL
-            .iter()
-            .position(|&f| f == Fault::Restart)
-            .expect("listed")] = 6;
-        weights[Fault::ALL
-            .iter()
-            .position(|&f| f == Fault::Crash)
-            .expect("listed")] = 1;
-        weights[Fault::ALL
-            .iter()
-            .position(|&f| f == Fault::Transfer)
-            .expect("listed")] = 1;
+        weights[Fault::Restart.index()] = 6;
+        weights[Fault::Crash.index()] = 1;
+        weights[Fault::Transfer.index()] = 1;
+        // A disk error is a restart too: the supervisor brings the stopped process back.
+        weights[Fault::DiskError.index()] = 1;
         FaultMix {
             weights,
             slow: 0.2 + rng.range(0, 21) as f64 / 100.0,

@@ -16,7 +16,7 @@ use reinado_proto::v1::{
     WriteOutcome, command, txn_op,
 };
 use reinado_raft::{Index, Message, NodeId, Raft};
-use reinado_storage::{DiskStorage, FaultyFs, Options};
+use reinado_storage::{DiskStorage, FaultyFs, Options, StorageBugs};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -24,9 +24,17 @@ use std::sync::{Arc, RwLock};
 const DATA_DIR: &str = "/data/raft";
 
 /// Small segments, so rotation and segment removal run often and each sync copies little.
-const STORAGE: Options = Options {
-    segment_size_bytes: 8 << 10,
-};
+const SEGMENT_BYTES: u64 = 8 << 10;
+
+/// The directory holding a node's WAL segments, on its file system.
+pub fn wal_dir() -> std::path::PathBuf {
+    Path::new(DATA_DIR).join("wal")
+}
+
+/// The directory holding a node's snapshot files, on its file system.
+pub fn snap_dir() -> std::path::PathBuf {
+    Path::new(DATA_DIR).join("snap")
+}
 
 /// What a client asked a node to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,15 +244,20 @@ pub struct SimNode {
 pub struct StartFailed(pub String);
 
 impl SimNode {
-    /// Starts (or restarts) a node from what `fs` holds, as `reinado-node` does.
+    /// Starts (or restarts) a node from what `fs` holds, as `reinado-node` does; `bugs` are the storage's
+    /// deliberate bugs.
     pub fn start(
         fs: &FaultyFs,
         raft_cfg: reinado_raft::Config,
         start: &Start,
-        settings: Settings,
+        (settings, bugs): (Settings, StorageBugs),
     ) -> Result<SimNode, StartFailed> {
+        let opts = Options {
+            segment_size_bytes: SEGMENT_BYTES,
+            bugs,
+        };
         let (storage, recovered) =
-            DiskStorage::open_with(Arc::new(fs.clone()), Path::new(DATA_DIR), STORAGE)
+            DiskStorage::open_with(Arc::new(fs.clone()), Path::new(DATA_DIR), opts)
                 .map_err(|e| StartFailed(format!("storage: {e}")))?;
         let opened = replica::open(raft_cfg, start, recovered, settings.limits)
             .map_err(|e| StartFailed(e.to_string()))?;

@@ -21,6 +21,8 @@ use reinado_storage::FaultyFs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+mod disk;
+
 /// Milliseconds between two ticks of a node (each node's clock runs a little fast or slow).
 const TICK_MS: u64 = 10;
 /// A client attempt with no answer after this long is retried elsewhere.
@@ -50,6 +52,8 @@ pub struct SimConfig {
     pub read_without_read_index: bool,
     /// Deliberate bugs in the replica.
     pub replica_bugs: replica::Bugs,
+    /// Deliberate bugs in the storage.
+    pub storage_bugs: reinado_storage::StorageBugs,
     /// The family of fault mixes to draw from.
     pub profile: Profile,
 }
@@ -65,6 +69,7 @@ impl SimConfig {
             bugs: Bugs::default(),
             read_without_read_index: false,
             replica_bugs: replica::Bugs::default(),
+            storage_bugs: reinado_storage::StorageBugs::default(),
             profile: Profile::Swarm,
         }
     }
@@ -170,6 +175,10 @@ struct Node {
     wiped_at: u64,
     /// The operator replaces it: it joins again once removed.
     rejoin: bool,
+    /// One of its next disk calls is to fail (`Fault::DiskError`): once it has, the node must be stopped.
+    disk_error_armed: bool,
+    /// A byte flipped in a synced record on its disk (`Fault::Corrupt`), until its next start attempt.
+    flipped: Option<String>,
 }
 
 struct Client {
@@ -327,7 +336,9 @@ impl World {
         let fs = FaultyFs::new(self.rng.next_u64());
         let cfg = self.raft_config(id);
         let settings = self.settings(id, &start);
-        let server = SimNode::start(&fs, cfg, &start, settings).expect("an empty disk opens");
+        let bugs = self.cfg.storage_bugs;
+        let server =
+            SimNode::start(&fs, cfg, &start, (settings, bugs)).expect("an empty disk opens");
         self.nodes.insert(
             id,
             Node {
@@ -342,6 +353,8 @@ impl World {
                 wiped: false,
                 wiped_at: 0,
                 rejoin: false,
+                disk_error_armed: false,
+                flipped: None,
             },
         );
         let at = self.rng.range(1, tick_ms + 1);
@@ -441,6 +454,7 @@ impl World {
             Event::CheckLogs => self.check_logs(),
             Event::CheckConverged => self.check_converged(),
         }
+        self.check_stopped_after_disk_error();
     }
 
     fn on_tick(&mut self, id: NodeId, incarnation: u64) {
@@ -942,6 +956,8 @@ impl World {
                 }
             }
             Fault::Wipe => self.wipe(),
+            Fault::DiskError => self.disk_error(),
+            Fault::Corrupt => self.corrupt(),
             Fault::StepDown => {
                 if let Some(l) = self.leader() {
                     self.trace(|| format!("fault: n{l} steps down"));
@@ -977,8 +993,10 @@ impl World {
         }
         let node = self.nodes.get_mut(&id).expect("live");
         node.server = None;
-        // What was not synced is lost, except any prefix of it the seed lets survive (torn writes).
+        // What was not synced is lost, except any prefix of it the seed lets survive (torn writes). The
+        // crash also disarms an injected disk error.
         node.fs.crash();
+        node.disk_error_armed = false;
         node.paused_until = 0;
         self.trace(|| format!("fault: n{id} crashes"));
         let down = self.rng.range(min_ms, max_ms + 1);
@@ -998,9 +1016,9 @@ impl World {
         node.wiped = false;
         let (fs, start) = (node.fs.clone(), node.start.clone());
         let settings = self.settings(id, &start);
-        let server = match SimNode::start(&fs, cfg, &start, settings) {
-            Ok(server) => server,
-            Err(e) => return self.fail(format!("node {id} cannot restart: {}", e.0)),
+        let started = SimNode::start(&fs, cfg, &start, (settings, self.cfg.storage_bugs));
+        let Some(server) = self.started_or_refused(id, started) else {
+            return;
         };
         let snapshot_index = server.raft().snapshot().meta.index;
         let node = self.nodes.get_mut(&id).expect("known");
@@ -1030,13 +1048,19 @@ impl World {
         if self.nodes[&id].server.is_some() {
             self.crash(id);
         }
+        self.new_disk(id);
+        self.trace(|| format!("fault: n{id} loses its disk"));
+    }
+
+    /// A down node gets an empty disk (a lost one, or one the operator wiped): it must not start as if it
+    /// had taken part, and is replaced.
+    fn new_disk(&mut self, id: NodeId) {
         let seed = self.rng.next_u64();
         let node = self.nodes.get_mut(&id).expect("known");
         node.fs = FaultyFs::new(seed);
         node.wiped = true;
         node.wiped_at = self.now;
         self.checker.on_state_reset(id, 0);
-        self.trace(|| format!("fault: n{id} loses its disk"));
     }
 
     /// What a node with an empty data dir does before it starts, as the node does it: a bootstrap member
@@ -1407,6 +1431,7 @@ impl World {
             return;
         }
         self.healed = true;
+        self.disarm_disk_errors();
         self.trace(|| {
             "safety phase over: faults stop, every node restarts, the network heals".to_string()
         });

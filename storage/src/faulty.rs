@@ -6,6 +6,14 @@
 //! prefix of the bytes written after them (a torn write), and in each directory any prefix, in order, of the
 //! name changes not yet made durable. Every choice is drawn from the seed, so a failure replays exactly.
 //! Directories themselves are durable as soon as they are created.
+//!
+//! Injected I/O errors ([`FaultyFs::fail_call`]) make the n-th next call of one kind fail once, with EIO or
+//! ENOSPC. They follow Linux rather than POSIX's promise: a failed write may have appended a prefix of its
+//! buffer; a failed `sync_data` leaves the file's unsynced bytes visible but not durable, and marks them as
+//! written back (the kernel drops the dirty state of pages whose writeback failed), so a later `sync_data`
+//! of the same file succeeds without writing them: the disk then holds zeros in their place, a hole under
+//! data that did reach it ("fsyncgate"). A storage that retries a failed fsync and goes on loses what it
+//! acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -44,12 +52,72 @@ struct State {
     ignore_sync: bool,
     data_syncs: u64,
     dir_syncs: u64,
+    /// Errors waiting to be injected, at most one per kind of call.
+    injected: Vec<Injected>,
 }
 
 #[derive(Debug, Default)]
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Byte ranges whose writeback failed: visible in `data`, never written to `durable` by a later sync.
+    lost: Vec<std::ops::Range<usize>>,
+}
+
+impl Inode {
+    /// A successful `sync_data`: everything reaches the disk but the bytes whose writeback failed before,
+    /// which the disk holds as zeros.
+    fn sync(&mut self) {
+        self.durable.clone_from(&self.data);
+        for range in &self.lost {
+            let end = range.end.min(self.durable.len());
+            if let Some(hole) = self.durable.get_mut(range.start..end) {
+                hole.fill(0);
+            }
+        }
+    }
+}
+
+/// A kind of file-system call an injected error can hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoCall {
+    /// [`WritableFile::write_all`].
+    Write,
+    /// [`WritableFile::sync_data`].
+    SyncData,
+    /// [`FileSystem::sync_dir`].
+    SyncDir,
+    /// [`FileSystem::rename`].
+    Rename,
+    /// [`FileSystem::create`].
+    Create,
+}
+
+/// The error an injected fault reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoFault {
+    /// `EIO`: the device failed.
+    Eio,
+    /// `ENOSPC`: the device is full ([`io::ErrorKind::StorageFull`]).
+    NoSpace,
+}
+
+impl IoFault {
+    /// The `io::Error` a real file system returns for it.
+    pub fn to_io_error(self) -> io::Error {
+        match self {
+            IoFault::Eio => io::Error::from_raw_os_error(5),
+            IoFault::NoSpace => io::Error::from_raw_os_error(28),
+        }
+    }
+}
+
+/// An error armed by [`FaultyFs::fail_call`]: the call of kind `call` after `skip` more of them fails.
+#[derive(Clone, Copy, Debug)]
+struct Injected {
+    call: IoCall,
+    skip: u64,
+    fault: IoFault,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +176,17 @@ impl State {
         Ok(())
     }
 
+    /// Counts one call of kind `call` against the armed errors: the error to report if this one fails.
+    fn injected(&mut self, call: IoCall) -> Option<io::Error> {
+        let at = self.injected.iter().position(|i| i.call == call)?;
+        let armed = &mut self.injected[at];
+        if armed.skip > 0 {
+            armed.skip -= 1;
+            return None;
+        }
+        Some(self.injected.remove(at).fault.to_io_error())
+    }
+
     fn check_up(&self) -> io::Result<()> {
         if self.down { Err(power_lost()) } else { Ok(()) }
     }
@@ -146,6 +225,7 @@ impl State {
                 let inode = Inode {
                     data: bytes.clone(),
                     durable: bytes,
+                    lost: Vec::new(),
                 };
                 (ino, inode)
             })
@@ -153,6 +233,7 @@ impl State {
         self.names = self.durable_names.clone();
         self.down = false;
         self.crash_after = None;
+        self.injected.clear();
         self.epoch += 1;
     }
 }
@@ -175,6 +256,7 @@ impl FaultyFs {
             ignore_sync: false,
             data_syncs: 0,
             dir_syncs: 0,
+            injected: Vec::new(),
         };
         FaultyFs {
             state: Arc::new(Mutex::new(state)),
@@ -201,6 +283,25 @@ impl FaultyFs {
     /// True once the crash point has been reached and until [`FaultyFs::crash`].
     pub fn is_down(&self) -> bool {
         self.lock().down
+    }
+
+    /// Makes the call of kind `call` that comes after `skip` more of them (0: the next one) fail with `fault`,
+    /// once; replaces an error armed earlier for the same kind. A crash disarms every armed error. See the
+    /// module documentation for what a failed write or `sync_data` leaves behind.
+    pub fn fail_call(&self, call: IoCall, skip: u64, fault: IoFault) {
+        let mut state = self.lock();
+        state.injected.retain(|i| i.call != call);
+        state.injected.push(Injected { call, skip, fault });
+    }
+
+    /// Disarms every error armed by [`FaultyFs::fail_call`] that has not fired yet.
+    pub fn disarm_errors(&self) {
+        self.lock().injected.clear();
+    }
+
+    /// True while an error armed by [`FaultyFs::fail_call`] has not fired yet.
+    pub fn has_armed_error(&self) -> bool {
+        !self.lock().injected.is_empty()
     }
 
     /// Simulates a broken disk that acknowledges `sync_data` and `sync_dir` without making anything durable.
@@ -305,6 +406,15 @@ impl WritableFile for FaultyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut state = self.live_state()?;
         state.mutate()?;
+        if let Some(err) = state.injected(IoCall::Write) {
+            // A failed write may have appended any prefix of its buffer.
+            let written = state.rng.below(buf.len() as u64 + 1) as usize;
+            state
+                .inode(self.ino)
+                .data
+                .extend_from_slice(&buf[..written]);
+            return Err(err);
+        }
         state.inode(self.ino).data.extend_from_slice(buf);
         Ok(())
     }
@@ -312,9 +422,18 @@ impl WritableFile for FaultyFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = self.live_state()?;
         state.mutate()?;
-        if !state.ignore_sync {
+        if let Some(err) = state.injected(IoCall::SyncData) {
+            // The writeback of the unsynced bytes failed: they stay visible, are not durable, and count as
+            // written back, so no later sync writes them.
             let inode = state.inode(self.ino);
-            inode.durable = inode.data.clone();
+            let unsynced = inode.durable.len().min(inode.data.len())..inode.data.len();
+            if !unsynced.is_empty() {
+                inode.lost.push(unsynced);
+            }
+            return Err(err);
+        }
+        if !state.ignore_sync {
+            state.inode(self.ino).sync();
         }
         state.data_syncs += 1;
         Ok(())
@@ -356,6 +475,9 @@ impl FileSystem for FaultyFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
         state.mutate()?;
+        if let Some(err) = state.injected(IoCall::Create) {
+            return Err(err);
+        }
         if !state.dirs.contains(&parent_dir(path)) {
             return Err(not_found(path));
         }
@@ -380,11 +502,11 @@ impl FileSystem for FaultyFs {
         let ino = state.ino(path)?;
         let ignore_sync = state.ignore_sync;
         let inode = state.inode(ino);
-        inode
-            .data
-            .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        inode.data.truncate(len);
+        inode.lost.retain(|range| range.start < len);
         if !ignore_sync {
-            inode.durable = inode.data.clone();
+            inode.sync();
         }
         Ok(())
     }
@@ -394,6 +516,9 @@ impl FileSystem for FaultyFs {
         state.mutate()?;
         if parent_dir(from) != parent_dir(to) {
             return Err(io::Error::other("FaultyFs renames only within a directory"));
+        }
+        if let Some(err) = state.injected(IoCall::Rename) {
+            return Err(err);
         }
         let ino = state.ino(from)?;
         state.names.remove(from);
@@ -419,6 +544,10 @@ impl FileSystem for FaultyFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.mutate()?;
+        if let Some(err) = state.injected(IoCall::SyncDir) {
+            // The name changes stay pending: a crash may keep or lose them.
+            return Err(err);
+        }
         if !state.ignore_sync {
             let (now, later): (Vec<NameOp>, Vec<NameOp>) = std::mem::take(&mut state.pending)
                 .into_iter()

@@ -18,9 +18,10 @@
 //! - [`codec`]: the binary encoding of entries, hard states and snapshot metadata.
 //! - [`fs`]: the [`FileSystem`] trait the storage writes through, and [`StdFs`] for real files.
 //! - `faulty.rs`: [`FaultyFs`], an in-memory [`FileSystem`] that simulates crashes (lost unsynced bytes, torn
-//!   writes, lost renames) and bit flips from a seed, for tests here and in the simulator.
+//!   writes, lost renames), bit flips and injected I/O errors (EIO, ENOSPC, with Linux's behaviour after a
+//!   failed fsync) from a seed, for tests here and in the simulator.
 //! - [`rng`]: a tiny seeded PRNG.
-//! - `tests/`: round trips, crash at every cut point, corruption, codec fuzzing.
+//! - `tests/`: round trips, crash at every cut point, corruption, injected I/O errors, codec fuzzing.
 //!
 //! ## On disk
 //! ```text
@@ -59,6 +60,7 @@ mod wal;
 mod tests;
 
 pub use error::StorageError;
-pub use faulty::FaultyFs;
+pub use faulty::{FaultyFs, IoCall, IoFault};
 pub use fs::{FileSystem, StdFs, WritableFile};
-pub use storage::{DiskStorage, Options, Recovered};
+pub use storage::{DiskStorage, Options, Recovered, StorageBugs};
+pub use wal::segment_records;

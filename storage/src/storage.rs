@@ -18,14 +18,27 @@ pub struct Options {
     /// Once the active segment holds at least this many bytes, the next batch starts a new segment.
     /// A single batch is never split, so a segment can exceed it by one batch.
     pub segment_size_bytes: u64,
+    /// Deliberate bugs (the simulator's `--bug`); all off by default.
+    pub bugs: StorageBugs,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             segment_size_bytes: 64 << 20,
+            bugs: StorageBugs::default(),
         }
     }
+}
+
+/// Known-wrong behaviours of the storage that the simulator's checkers must catch (`reinado-sim --bug`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageBugs {
+    /// A failed `fdatasync` of the WAL is retried, and the batch counts as durable once the retry succeeds
+    /// (on Linux the retry succeeds without writing what the failed one lost).
+    pub retry_failed_sync: bool,
+    /// Recovery reads WAL records without checking their checksums.
+    pub skip_record_checksum: bool,
 }
 
 /// What [`DiskStorage::open`] found on disk.
@@ -261,7 +274,7 @@ impl DiskStorage {
                 .join(wal::segment_name(batch.seq, batch.name_index));
             let mut file = self.fs.create(&path).map_err(StorageError::io(&path))?;
             file.write_all(&self.buf).map_err(StorageError::io(&path))?;
-            file.sync_data().map_err(StorageError::io(&path))?;
+            sync_data(file.as_mut(), self.opts.bugs).map_err(StorageError::io(&path))?;
             self.fs
                 .sync_dir(&self.wal_dir)
                 .map_err(StorageError::io(&self.wal_dir))?;
@@ -281,7 +294,7 @@ impl DiskStorage {
                 .file
                 .write_all(&self.buf)
                 .map_err(StorageError::io(path))?;
-            active.file.sync_data().map_err(StorageError::io(path))?;
+            sync_data(active.file.as_mut(), self.opts.bugs).map_err(StorageError::io(path))?;
             active.len += self.buf.len() as u64;
         }
         Ok(())
@@ -375,5 +388,14 @@ impl DiskStorage {
             self.fs.sync_dir(dir).map_err(StorageError::io(dir))?;
         }
         Ok(())
+    }
+}
+
+/// `fdatasync` of a WAL segment. A failure is final: the bytes it was to write may be lost whatever a second
+/// call says, so the caller must stop (the [`StorageBugs::retry_failed_sync`] bug retries instead).
+fn sync_data(file: &mut dyn WritableFile, bugs: StorageBugs) -> std::io::Result<()> {
+    match file.sync_data() {
+        Err(_) if bugs.retry_failed_sync => file.sync_data(),
+        result => result,
     }
 }

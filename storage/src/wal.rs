@@ -100,8 +100,13 @@ pub(crate) struct Scan<'a> {
     pub bad: Option<Bad>,
 }
 
-/// Reads the record at `offset`, returning it and the offset after it.
-fn record_at(bytes: &[u8], offset: usize) -> Result<(Record<'_>, usize), &'static str> {
+/// Reads the record at `offset`, returning it and the offset after it. `verify` false skips the checksum
+/// (the [`crate::StorageBugs::skip_record_checksum`] bug).
+fn record_at(
+    bytes: &[u8],
+    offset: usize,
+    verify: bool,
+) -> Result<(Record<'_>, usize), &'static str> {
     let header = bytes
         .get(offset..offset + RECORD_HEADER_BYTES)
         .ok_or("incomplete record header")?;
@@ -112,7 +117,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record<'_>, usize), &'stati
     }
     let end = offset + RECORD_HEADER_BYTES + len;
     let checked = bytes.get(offset + 8..end).ok_or("incomplete record")?;
-    if crc32c::crc32c(checked) != crc {
+    if verify && crc32c::crc32c(checked) != crc {
         return Err("record checksum mismatch");
     }
     let record = Record {
@@ -126,10 +131,15 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record<'_>, usize), &'stati
 /// Splits a segment into its valid records and, if any, the first bad one. Recovery decides from
 /// `followed_by_valid` and the segment's position whether that is a torn tail or corruption.
 pub(crate) fn scan(bytes: &[u8]) -> Scan<'_> {
+    scan_with(bytes, true)
+}
+
+/// [`scan`], checking checksums only if `verify`.
+pub(crate) fn scan_with(bytes: &[u8], verify: bool) -> Scan<'_> {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        match record_at(bytes, offset) {
+        match record_at(bytes, offset, verify) {
             Ok((record, next)) => {
                 records.push(record);
                 offset = next;
@@ -137,7 +147,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan<'_> {
             Err(reason) => {
                 // A torn write leaves only a prefix of what was written: no whole record can follow it.
                 let followed_by_valid =
-                    (offset + 1..bytes.len()).any(|at| record_at(bytes, at).is_ok());
+                    (offset + 1..bytes.len()).any(|at| record_at(bytes, at, true).is_ok());
                 let bad = Bad {
                     offset: offset as u64,
                     reason,
@@ -151,6 +161,18 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan<'_> {
         }
     }
     Scan { records, bad: None }
+}
+
+/// The byte ranges of the valid records at the start of a WAL segment's content, in order, up to the first
+/// invalid one. For tests and the simulator's corruption fault, which flips bytes inside records that
+/// recovery reads (a flip in the last valid record of the newest segment reads as a torn tail: see the crate
+/// documentation).
+pub fn segment_records(bytes: &[u8]) -> Vec<std::ops::Range<u64>> {
+    scan(bytes)
+        .records
+        .iter()
+        .map(|r| r.offset..r.offset + (RECORD_HEADER_BYTES + r.payload.len()) as u64)
+        .collect()
 }
 
 #[cfg(test)]

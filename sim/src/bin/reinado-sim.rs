@@ -140,7 +140,7 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 8] = [
+const BUGS: [&str; 10] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
@@ -149,6 +149,8 @@ const BUGS: [&str; 8] = [
     "accept-wiped-member",
     "evict-pending-result",
     "torn-txn",
+    "retry-failed-fsync",
+    "skip-record-checksum",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -166,6 +168,8 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("accept-wiped-member") => cfg.replica_bugs.accept_wiped_member = true,
         Some("evict-pending-result") => cfg.replica_bugs.evict_pending_result = true,
         Some("torn-txn") => cfg.replica_bugs.torn_txn = true,
+        Some("retry-failed-fsync") => cfg.storage_bugs.retry_failed_sync = true,
+        Some("skip-record-checksum") => cfg.storage_bugs.skip_record_checksum = true,
         _ => {}
     }
     cfg

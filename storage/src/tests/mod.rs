@@ -3,5 +3,6 @@
 mod codec_fuzz;
 mod corruption;
 mod crash;
+mod io_errors;
 mod round_trip;
 mod support;

@@ -46,6 +46,7 @@ pub fn open(fs: &FaultyFs, opts: Options) -> Result<(DiskStorage, Recovered), St
 pub fn small_segments() -> Options {
     Options {
         segment_size_bytes: 200,
+        ..Options::default()
     }
 }
 

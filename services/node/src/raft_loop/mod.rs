@@ -14,6 +14,7 @@
 //! ## Layout
 //! - `mod.rs`: the requests the loop serves, the loop itself, the Ready cycle over the WAL.
 //! - `observe.rs`: role changes: the published view, health, election and leader-change spans.
+//! - `tests.rs`: the loop over a fault-injecting disk: a failed fsync stops it and acknowledges nothing.
 
 mod observe;
 
@@ -202,7 +203,9 @@ impl RaftLoop {
     }
 
     /// Runs until shutdown is asked for or the disk fails. On shutdown a leader first hands leadership to a
-    /// caught-up peer; what was handed to the log is flushed either way.
+    /// caught-up peer; what was handed to the log is flushed either way. A storage error, during the hand-over
+    /// too, stops the loop at once and is returned: nothing is acknowledged after it, and the process must
+    /// exit with it (the storage refuses further writes, and a retried fsync may lie).
     pub async fn run(mut self, mut inputs: LoopInputs) -> Result<(), LoopError> {
         let mut ticker = tokio::time::interval(self.timing.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,9 +234,10 @@ impl RaftLoop {
                 break Err(e);
             }
         };
-        if result.is_ok() {
-            self.hand_over(&mut inputs).await;
-        }
+        let result = match result {
+            Ok(()) => self.hand_over(&mut inputs).await,
+            failed => failed,
+        };
         self.replica.fail_all(NodeError::ShuttingDown, &mut out);
         self.dispatch(&mut out);
         self.observer.stopping();
@@ -241,10 +245,11 @@ impl RaftLoop {
     }
 
     /// On shutdown, a leader transfers leadership to its most caught-up voter and keeps the loop running
-    /// (without taking requests) until the transfer is done or the shutdown timeout passes.
-    async fn hand_over(&mut self, inputs: &mut LoopInputs) {
+    /// (without taking requests) until the transfer is done or the shutdown timeout passes. A storage error
+    /// ends it, and is returned.
+    async fn hand_over(&mut self, inputs: &mut LoopInputs) -> Result<(), LoopError> {
         let Some(target) = self.replica.hand_over() else {
-            return;
+            return Ok(());
         };
         let span = info_span!("raft.shutdown_transfer", target);
         let _guard = span.enter();
@@ -253,21 +258,20 @@ impl RaftLoop {
         let mut ticker = tokio::time::interval(self.timing.tick);
         let mut out = Output::default();
         while self.replica.raft().soft_state().role == Role::Leader {
-            if self.drive(&mut out).is_err() {
-                return;
-            }
+            self.drive(&mut out)?;
             tokio::select! {
                 _ = ticker.tick() => self.replica.tick(&mut out),
                 Some(msg) = inputs.inbox.recv() => self.on_inbound(msg, &mut out),
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!("leadership hand-over timed out");
-                    return;
+                    return Ok(());
                 }
             }
         }
         // Let the step-down's messages (and the vote for the target) leave before the process exits.
-        let _ = self.drive(&mut out);
+        self.drive(&mut out)?;
         tokio::time::sleep(self.timing.tick).await;
+        Ok(())
     }
 
     fn on_inbound(&mut self, inbound: Inbound, out: &mut Output<NodeWaiters>) {
@@ -381,6 +385,11 @@ pub struct LoopInputs {
 /// Logs why the loop stopped.
 pub fn report(result: &Result<(), LoopError>) {
     if let Err(e) = result {
-        error!("the Raft loop stopped: {e}");
+        error!(
+            "the Raft loop stopped: {e}; the node exits (a supervisor may restart it from its disk)"
+        );
     }
 }
+
+#[cfg(test)]
+mod tests;
