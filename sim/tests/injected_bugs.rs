@@ -53,3 +53,17 @@ fn evicting_a_pending_session_result_is_caught() {
         .expect("bug caught");
     assert!(v.contains("Linearizability"), "seed {seed}: {v}");
 }
+
+#[test]
+fn retrying_a_failed_fsync_is_caught() {
+    let (seed, v) =
+        first_violation(1..=10, |c| c.storage_bugs.retry_failed_sync = true).expect("bug caught");
+    assert!(v.contains("Disk errors"), "seed {seed}: {v}");
+}
+
+#[test]
+fn skipping_record_checksums_is_caught() {
+    let (seed, v) = first_violation(1..=10, |c| c.storage_bugs.skip_record_checksum = true)
+        .expect("bug caught");
+    assert!(v.contains("Corruption"), "seed {seed}: {v}");
+}
