@@ -211,14 +211,22 @@ impl KvOp {
         }
     }
 
-    /// The keys this operation reads or writes (those of a transaction's conditions and branches).
+    /// The keys this operation reads or writes (those of a transaction's conditions and branches), at
+    /// least one.
     pub fn keys(&self) -> Vec<Key> {
         match *self {
             KvOp::Put { key, .. }
             | KvOp::Get { key }
             | KvOp::Delete { key }
             | KvOp::Cas { key, .. } => vec![key],
-            KvOp::Txn(txn) => txn.slots().map(|s| key_at(txn.group, s)).collect(),
+            KvOp::Txn(txn) => {
+                let keys: Vec<Key> = txn.slots().map(|s| key_at(txn.group, s)).collect();
+                // One that names no key still has an output to check: it goes with its group's first key.
+                match keys.is_empty() {
+                    true => vec![key_at(txn.group, 0)],
+                    false => keys,
+                }
+            }
             KvOp::ReadGroup { group } => (0..GROUP_KEYS).map(|s| key_at(group, s)).collect(),
         }
     }
@@ -1768,7 +1776,7 @@ mod tests {
         }
         let effect_at = time + 1 + rng.below(4);
         let ret = effect_at + 1 + rng.below(4);
-        let placeholder = apply_op(None, &op).1;
+        let placeholder = apply_op(&[None; GROUP_KEYS], &op).1;
         (
             known(client, time, ret, op, placeholder),
             Some(effect_at),

@@ -231,6 +231,8 @@ pub struct World {
     converged: bool,
     /// The operator is shrinking the cluster to a single voter, or growing it back.
     resizing: Option<Resize>,
+    /// Nodes the operator removed for good (not a lost disk's replacement, which joins again).
+    removed: BTreeSet<NodeId>,
 }
 
 /// The operator's resize episode: remove voters down to one, then add members back up to three voters.
@@ -271,6 +273,7 @@ impl World {
             violation: None,
             converged: false,
             resizing: None,
+            removed: BTreeSet::new(),
             rng,
             cfg,
         };
@@ -592,7 +595,7 @@ impl World {
 
     fn on_new_leader(&mut self, id: NodeId, term: u64) {
         self.trace(|| format!("n{id} became leader of term {term}"));
-        if self.removal_known(id) {
+        if self.removed.contains(&id) && self.removal_known(id) {
             return self.fail(format!(
                 "Membership: n{id}, removed (every voter of the membership in force took the removal into \
                  force), became leader of term {term}"
@@ -1316,6 +1319,7 @@ impl World {
                 _ => self.rng.range(1_000, 4_000),
             };
             self.trace(|| format!("operator: remove n{id}, stop it in {kept_ms} ms"));
+            self.removed.insert(id);
             self.schedule(kept_ms, Event::Stop(id));
         }
     }

@@ -49,7 +49,7 @@ fn a_torn_transaction_is_caught() {
 
 #[test]
 fn evicting_a_pending_session_result_is_caught() {
-    let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.evict_pending_result = true)
+    let (seed, v) = first_violation(1..=30, |c| c.replica_bugs.evict_pending_result = true)
         .expect("bug caught");
     assert!(v.contains("Linearizability"), "seed {seed}: {v}");
 }
