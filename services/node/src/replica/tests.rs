@@ -55,6 +55,7 @@ impl Cluster {
         let fs = FaultyFs::new(id);
         let opts = Options {
             segment_size_bytes: 64 << 10,
+            ..Options::default()
         };
         let (storage, recovered) =
             DiskStorage::open_with(Arc::new(fs), Path::new("/data"), opts).expect("empty disk");
