@@ -7,15 +7,22 @@
 //! that evicted an unacknowledged result to make room would run that retry a second time, and the
 //! linearizability checker sees the value come back. Drawn from their own generator, so the rest of a
 //! seed's run (faults, timing) is what it was without them.
+//!
+//! Some seeds run a rolling configuration change: some nodes are configured with one set of state machine
+//! limits, the others with another, both small enough to bite (a quota a few keys fill, a session TTL and a
+//! most-sessions count the clients exceed). The limits that shape replicated state must be agreed through
+//! the log, or those nodes' states part ways. Drawn from a generator of their own too.
 
 use reinado_node::state::Limits;
-use reinado_raft::Rng;
+use reinado_raft::{NodeId, Rng};
 
 /// The session side of a run.
 #[derive(Clone, Debug)]
 pub struct SessionMix {
-    /// The limits every node is configured with.
+    /// The limits the nodes are configured with, unless a rolling change gives some of them `upgraded`'s.
     pub limits: Limits,
+    /// A rolling configuration change: the new limits, and the nodes (a bit per id, modulo 64) that have them.
+    pub upgraded: Option<(Limits, u64)>,
     /// Clients acknowledge their results only when the cluster refuses a write for a full session.
     pub lazy_acks: bool,
     /// The chance that a client write is delivered once more, late.
@@ -38,12 +45,25 @@ impl SessionMix {
             },
             ..Limits::default()
         };
+        let (limits, upgraded) = match rolling_change(seed, &limits) {
+            Some((old, new)) => (old, Some(new)),
+            None => (limits, None),
+        };
         SessionMix {
             limits,
+            upgraded,
             lazy_acks: small && rng.range(0, 4) != 0,
             late_copy: if rng.range(0, 2) == 0 { 0.0 } else { 0.1 },
             late_copy_max_ms: rng.range(300, 2_000),
             rng,
+        }
+    }
+
+    /// The limits node `id` is configured with.
+    pub fn limits_for(&self, id: NodeId) -> Limits {
+        match self.upgraded {
+            Some((new, nodes)) if nodes & (1 << (id % 64)) != 0 => new,
+            _ => self.limits,
         }
     }
 
@@ -53,6 +73,27 @@ impl SessionMix {
         ((self.rng.next_u64() % 1_000_000) < chance)
             .then(|| self.rng.range(100, self.late_copy_max_ms + 1))
     }
+}
+
+/// On one seed in four, a rolling change of the limits: `base` made small (some of quota, session TTL and
+/// most sessions), once as the old values and once as the new, and the nodes that have the new ones.
+fn rolling_change(seed: u64, base: &Limits) -> Option<(Limits, (Limits, u64))> {
+    let mut rng = Rng::new(seed ^ 0x1a17_5e75_u64.rotate_left(16));
+    if rng.range(0, 4) != 0 {
+        return None;
+    }
+    let (ttl, sessions) = (rng.range(0, 2), rng.range(0, 2));
+    let quota = if ttl + sessions == 0 { 1 } else { rng.range(0, 2) };
+    let small = |rng: &mut Rng| Limits {
+        // A key and its value take 10 bytes; the clients use 4 keys.
+        quota_bytes: if quota == 1 { rng.range(15, 40) } else { base.quota_bytes },
+        session_ttl_ms: if ttl == 1 { rng.range(100, 1_000) } else { base.session_ttl_ms },
+        max_sessions: if sessions == 1 { rng.range(2, 5) as usize } else { base.max_sessions },
+        ..*base
+    };
+    let old = small(&mut rng);
+    let new = small(&mut rng);
+    Some((old, (new, rng.next_u64())))
 }
 
 /// How one client numbers its writes: from 1 under a session id, with `acked` 1 until a write of the session

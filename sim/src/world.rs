@@ -273,7 +273,7 @@ impl World {
             },
             incarnation: self.rng.next_u64(),
             record_applied: true,
-            limits: self.sessions.limits,
+            limits: self.sessions.limits_for(id),
             bugs: self.cfg.replica_bugs,
         }
     }

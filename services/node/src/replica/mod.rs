@@ -24,6 +24,8 @@
 mod requests;
 mod start;
 mod started;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{NodeError, refusal_error};
 use crate::state::StateMachine;

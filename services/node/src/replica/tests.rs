@@ -1,0 +1,189 @@
+//! Replicas of one cluster driven together over in-memory disks and a network the test controls: what the
+//! replica decides (limits agreed through the log, compaction that keeps a catch-up margin), seen whole.
+
+use super::*;
+use crate::config::Start;
+use crate::state::Limits;
+use prost::Message as _;
+use reinado_proto::v1::{Command, TxnPut, command};
+use reinado_raft::MessageBody;
+use reinado_storage::{FaultyFs, Options};
+use std::collections::{BTreeSet, VecDeque};
+use std::path::Path;
+
+/// Waits are write numbers; nothing else is asked.
+struct TestWaiters;
+
+impl Waiters for TestWaiters {
+    type Write = u64;
+    type Read = ();
+    type Members = ();
+    type Leader = ();
+}
+
+struct TestNode {
+    replica: Replica<TestWaiters>,
+    storage: DiskStorage,
+}
+
+/// A cluster whose messages go through a queue; nodes in `cut` send and receive nothing.
+struct Cluster {
+    nodes: BTreeMap<NodeId, TestNode>,
+    queue: VecDeque<Message>,
+    cut: BTreeSet<NodeId>,
+    sent: Vec<Message>,
+}
+
+/// `n` bootstrapped members; node 1 times out first, so it leads. `tweak` adjusts each one's settings.
+fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> Cluster {
+    let peers: BTreeMap<NodeId, String> = (1..=n).map(|id| (id, format!("n{id}:1"))).collect();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=n {
+        let fs = Arc::new(FaultyFs::new(id));
+        let (storage, recovered) =
+            DiskStorage::open_with(fs, Path::new("/data"), Options::default()).expect("open");
+        let mut cfg = reinado_raft::Config::new(id);
+        cfg.election_ticks = if id == 1 { 3 } else { 30 };
+        let mut settings = Settings {
+            id,
+            client_addr: format!("n{id}:0"),
+            election_ticks: 10,
+            snapshot_entries: 10_000,
+            request_timeout_ticks: 100,
+            bootstrap_peers: peers.clone(),
+            incarnation: id << 32,
+            record_applied: false,
+            limits: Limits::default(),
+            bugs: Bugs::default(),
+        };
+        tweak(&mut cfg, &mut settings);
+        let opened = open(cfg, &Start::Bootstrap(peers.clone()), recovered, settings.limits)
+            .expect("bootstrap");
+        let state = Arc::new(RwLock::new(opened.state));
+        let replica = Replica::new(opened.raft, state, settings);
+        nodes.insert(id, TestNode { replica, storage });
+    }
+    Cluster {
+        nodes,
+        queue: VecDeque::new(),
+        cut: BTreeSet::new(),
+        sent: Vec::new(),
+    }
+}
+
+impl Cluster {
+    /// Persists and applies every node's Readies, and delivers messages, until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1_000 {
+            let mut moved = false;
+            for node in self.nodes.values_mut() {
+                let mut out = Output::default();
+                while node.replica.write_ready(&mut node.storage, &mut out).expect("write") {
+                    node.storage.sync().expect("sync");
+                    node.replica.synced(&mut node.storage, &mut out).expect("synced");
+                    moved = true;
+                }
+                self.queue.extend(out.messages);
+            }
+            while let Some(m) = self.queue.pop_front() {
+                moved = true;
+                if self.cut.contains(&m.from) || self.cut.contains(&m.to) {
+                    continue;
+                }
+                self.sent.push(m.clone());
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    node.replica.step(m);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster never settles");
+    }
+
+    /// `n` ticks of every node, settling after each.
+    fn tick(&mut self, n: usize) {
+        for _ in 0..n {
+            for node in self.nodes.values_mut() {
+                let mut out = Output::default();
+                node.replica.tick(&mut out);
+                self.queue.extend(out.messages);
+            }
+            self.settle();
+        }
+    }
+
+    fn replica(&self, id: NodeId) -> &Replica<TestWaiters> {
+        &self.nodes[&id].replica
+    }
+
+    /// Node 1 proposes a put of `key` (a 2-byte key, an 8-byte value).
+    fn put(&mut self, key: u64) {
+        let cmd = Command {
+            op: Some(command::Op::Put(TxnPut {
+                key: format!("k{key}").into_bytes(),
+                value: key.to_le_bytes().to_vec(),
+            })),
+            ..Command::default()
+        };
+        let req = Request::Write {
+            data: cmd.encode_to_vec(),
+            span: tracing::Span::none(),
+            waiter: key,
+        };
+        let node = self.nodes.get_mut(&1).expect("node 1");
+        node.replica.request(req, &mut Output::default());
+        self.settle();
+    }
+
+    fn image(&self, id: NodeId) -> Vec<u8> {
+        self.replica(id).state().read().expect("state lock").snapshot()
+    }
+
+    fn applied(&self, id: NodeId) -> Index {
+        self.replica(id).state().read().expect("state lock").applied()
+    }
+}
+
+#[test]
+fn members_configured_with_different_limits_reach_the_same_state() {
+    // A rolling configuration change: node 1, the leader, has the new quota (3 keys), node 2 the old one.
+    let mut c = cluster(2, |cfg, settings| {
+        if cfg.id == 1 {
+            settings.limits.quota_bytes = 30;
+        }
+    });
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    for key in 0..6 {
+        c.put(key);
+    }
+    c.tick(5);
+    assert_eq!(c.applied(1), c.applied(2));
+    assert_eq!(c.image(1), c.image(2), "the members' states differ");
+    let sm = c.replica(2).state().read().expect("state lock").clone();
+    assert_eq!(sm.quota_bytes(), 30, "the leader's proposal is the agreed quota");
+    assert_eq!(sm.size_bytes(), 30);
+}
+
+#[test]
+fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
+    let mut c = cluster(3, |_, settings| settings.snapshot_entries = 5);
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    c.cut.insert(3);
+    for key in 0..8 {
+        c.put(key);
+    }
+    c.tick(2);
+    let leader_snapshot = c.replica(1).raft().snapshot().meta.index;
+    let behind = c.replica(3).raft().last_index();
+    assert!(leader_snapshot > behind, "{leader_snapshot} <= {behind}");
+    c.cut.clear();
+    c.sent.clear();
+    c.tick(10);
+    let snapshots = c.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+    assert_eq!(snapshots.count(), 0, "node 3 was sent a snapshot");
+    assert_eq!(c.applied(3), c.applied(1));
+}
