@@ -9,8 +9,7 @@
 //! seed's run (faults, timing) is what it was without them.
 //!
 //! Some seeds run a rolling configuration change: some nodes are configured with one set of state machine
-//! limits, the others with another, both small enough to bite (a quota a few keys fill, a session TTL and a
-//! most-sessions count the clients exceed). The limits that shape replicated state must be agreed through
+//! limits, the others with another, small enough to bite (a quota a few keys fill, few results per session). The limits that shape replicated state must be agreed through
 //! the log, or those nodes' states part ways. Drawn from a generator of their own too.
 
 use reinado_node::state::Limits;
@@ -75,20 +74,30 @@ impl SessionMix {
     }
 }
 
-/// On one seed in four, a rolling change of the limits: `base` made small (some of quota, session TTL and
-/// most sessions), once as the old values and once as the new, and the nodes that have the new ones.
+/// On one seed in four, a rolling change of the limits: once as the old values and once as the new, each
+/// with a quota a few keys fill and, on some seeds, few results per session or a shorter session TTL; and
+/// the nodes that have the new ones. The TTL stays above the clients' retry window (an operation's deadline
+/// plus the latest copy of a write), and the most sessions is left alone (above the number of clients): below
+/// either, a forgotten session runs the retry of a first write again, the documented limit of sessions.
 fn rolling_change(seed: u64, base: &Limits) -> Option<(Limits, (Limits, u64))> {
     let mut rng = Rng::new(seed ^ 0x1a17_5e75_u64.rotate_left(16));
     if rng.range(0, 4) != 0 {
         return None;
     }
-    let (ttl, sessions) = (rng.range(0, 2), rng.range(0, 2));
-    let quota = if ttl + sessions == 0 { 1 } else { rng.range(0, 2) };
+    let (results, ttl) = (rng.range(0, 2) == 1, rng.range(0, 2) == 1);
     let small = |rng: &mut Rng| Limits {
         // A key and its value take 10 bytes; the clients use 4 keys.
-        quota_bytes: if quota == 1 { rng.range(15, 40) } else { base.quota_bytes },
-        session_ttl_ms: if ttl == 1 { rng.range(100, 1_000) } else { base.session_ttl_ms },
-        max_sessions: if sessions == 1 { rng.range(2, 5) as usize } else { base.max_sessions },
+        quota_bytes: rng.range(15, 40),
+        max_results_per_session: if results {
+            rng.range(2, 9) as usize
+        } else {
+            base.max_results_per_session
+        },
+        session_ttl_ms: if ttl {
+            rng.range(6_000, 12_000)
+        } else {
+            base.session_ttl_ms
+        },
         ..*base
     };
     let old = small(&mut rng);

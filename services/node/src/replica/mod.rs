@@ -17,7 +17,8 @@
 //!
 //! ## Layout
 //! - `mod.rs`: the replica, its inputs, the Ready cycle, apply, reads.
-//! - `requests.rs`: writes, membership changes, transfers, status, log entries.
+//! - `requests.rs`: writes, membership changes, transfers, status, log entries, the limits a leader proposes.
+//! - `tests.rs`: replicas of one cluster driven together over in-memory disks.
 //! - `start.rs`: the bootstrap / join / restart decision, and the core it builds.
 //! - `started.rs`: which members took part, and whether an empty data dir may bootstrap (a lost disk may not).
 
@@ -176,7 +177,8 @@ pub struct Settings {
     pub incarnation: u64,
     /// Record applied entries in [`Output::applied_entries`] (the simulator's checkers read them).
     pub record_applied: bool,
-    /// The state machine limits this node is configured with.
+    /// The state machine limits this node proposes when it leads (see [`Replica::propose_limits`]); the
+    /// state machine applies the ones the log agreed on.
     pub limits: crate::state::Limits,
     /// Deliberate bugs (simulator only).
     pub bugs: Bugs,
@@ -242,6 +244,8 @@ pub struct Replica<W: Waiters> {
     announced_client: BTreeMap<NodeId, String>,
     /// Members this leader proposed to record as started (at which log index), in the term it proposed them.
     started_proposed: (Term, BTreeMap<NodeId, Index>),
+    /// The term in which this node, leading, last compared its configured limits with the agreed ones.
+    limits_checked: Term,
     ticks: u64,
 }
 
@@ -283,6 +287,7 @@ impl<W: Waiters> Replica<W> {
             announced_peer: BTreeMap::new(),
             announced_client,
             started_proposed: (0, BTreeMap::new()),
+            limits_checked: 0,
             ticks: 0,
         }
     }
@@ -337,6 +342,7 @@ impl<W: Waiters> Replica<W> {
         if self.ticks.is_multiple_of(4) {
             self.maybe_promote();
             self.record_started();
+            self.propose_limits();
         }
     }
 
@@ -419,8 +425,7 @@ impl<W: Waiters> Replica<W> {
     /// by decoding it before anything is replaced.
     fn write(&mut self, storage: &mut DiskStorage, ready: &Ready) -> Result<(), ReplicaError> {
         if let Some(snapshot) = &ready.snapshot {
-            let limits = self.state.read().expect("state lock").limits();
-            let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index, limits)?;
+            let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index)?;
             sm.set_evict_pending_result(self.settings.bugs.evict_pending_result);
             storage.save_snapshot(snapshot)?;
             *self.state.write().expect("state lock") = sm;

@@ -57,8 +57,7 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
             bugs: Bugs::default(),
         };
         tweak(&mut cfg, &mut settings);
-        let opened = open(cfg, &Start::Bootstrap(peers.clone()), recovered, settings.limits)
-            .expect("bootstrap");
+        let opened = open(cfg, &Start::Bootstrap(peers.clone()), recovered).expect("bootstrap");
         let state = Arc::new(RwLock::new(opened.state));
         let replica = Replica::new(opened.raft, state, settings);
         nodes.insert(id, TestNode { replica, storage });
@@ -78,9 +77,15 @@ impl Cluster {
             let mut moved = false;
             for node in self.nodes.values_mut() {
                 let mut out = Output::default();
-                while node.replica.write_ready(&mut node.storage, &mut out).expect("write") {
+                while node
+                    .replica
+                    .write_ready(&mut node.storage, &mut out)
+                    .expect("write")
+                {
                     node.storage.sync().expect("sync");
-                    node.replica.synced(&mut node.storage, &mut out).expect("synced");
+                    node.replica
+                        .synced(&mut node.storage, &mut out)
+                        .expect("synced");
                     moved = true;
                 }
                 self.queue.extend(out.messages);
@@ -138,11 +143,19 @@ impl Cluster {
     }
 
     fn image(&self, id: NodeId) -> Vec<u8> {
-        self.replica(id).state().read().expect("state lock").snapshot()
+        self.replica(id)
+            .state()
+            .read()
+            .expect("state lock")
+            .snapshot()
     }
 
     fn applied(&self, id: NodeId) -> Index {
-        self.replica(id).state().read().expect("state lock").applied()
+        self.replica(id)
+            .state()
+            .read()
+            .expect("state lock")
+            .applied()
     }
 }
 
@@ -163,13 +176,44 @@ fn members_configured_with_different_limits_reach_the_same_state() {
     assert_eq!(c.applied(1), c.applied(2));
     assert_eq!(c.image(1), c.image(2), "the members' states differ");
     let sm = c.replica(2).state().read().expect("state lock").clone();
-    assert_eq!(sm.quota_bytes(), 30, "the leader's proposal is the agreed quota");
+    assert_eq!(
+        sm.quota_bytes(),
+        30,
+        "the leader's proposal is the agreed quota"
+    );
     assert_eq!(sm.size_bytes(), 30);
 }
 
 #[test]
-fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
+fn without_a_margin_a_follower_behind_a_compaction_is_sent_the_snapshot() {
     let mut c = cluster(3, |_, settings| settings.snapshot_entries = 5);
+    c.tick(20);
+    c.cut.insert(3);
+    for key in 0..8 {
+        c.put(key);
+    }
+    c.tick(2);
+    c.cut.clear();
+    c.sent.clear();
+    c.tick(10);
+    let snapshots = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+    assert!(
+        snapshots.count() > 0,
+        "the snapshot install path is not exercised"
+    );
+    assert_eq!(c.applied(3), c.applied(1));
+}
+
+#[test]
+fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
+    let mut c = cluster(3, |cfg, settings| {
+        settings.snapshot_entries = 5;
+        cfg.catch_up_entries = 20;
+        cfg.catch_up_bytes = 1 << 20;
+    });
     c.tick(20);
     assert_eq!(c.replica(1).raft().role(), Role::Leader);
     c.cut.insert(3);
@@ -183,7 +227,10 @@ fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
     c.cut.clear();
     c.sent.clear();
     c.tick(10);
-    let snapshots = c.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+    let snapshots = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
     assert_eq!(snapshots.count(), 0, "node 3 was sent a snapshot");
     assert_eq!(c.applied(3), c.applied(1));
 }
