@@ -455,6 +455,9 @@ impl<W: Waiters> Replica<W> {
         if let Some((role, leader)) = role_change {
             self.on_role_change(role, leader, out);
         }
+        // As soon as the first entry of a leader's term is applied, not a tick later: writes meanwhile apply
+        // with the limits agreed before.
+        self.propose_limits();
         self.maybe_compact(storage)
     }
 
