@@ -25,6 +25,11 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// The most bytes of committed entries handed out by one `advance`.
     pub max_apply_bytes: usize,
+    /// A compaction keeps up to this many entries at or below the snapshot's index, so that a follower a
+    /// little behind is sent entries rather than the whole snapshot (0: none).
+    pub catch_up_entries: u64,
+    /// ... and never more bytes of them than this.
+    pub catch_up_bytes: usize,
     /// Seeds the randomized election timeout.
     pub seed: u64,
     /// Checks a snapshot received from a leader once its last chunk has arrived (a checksum, say); a snapshot
@@ -57,6 +62,8 @@ impl Config {
             max_inflight: 256,
             snapshot_chunk_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
+            catch_up_entries: 0,
+            catch_up_bytes: 0,
             seed: id,
             verify_snapshot: None,
             bugs: Bugs::default(),

@@ -116,7 +116,11 @@ impl Raft {
             return false;
         }
         let prev = pr.next_index - 1;
-        let Some(prev_term) = self.log.term(prev) else {
+        // An empty log is sent the snapshot once there is one, never the log from its first entry (which a
+        // catch-up margin may still hold): it learns the membership in one piece, not a bootstrap entry at
+        // a time.
+        let from_scratch = prev == 0 && self.log.snapshot_index() > 0;
+        let Some(prev_term) = self.log.term(prev).filter(|_| !from_scratch) else {
             self.send_snapshot_chunk(id, 0);
             return false;
         };

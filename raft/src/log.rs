@@ -1,7 +1,9 @@
 //! The replicated log as the core sees it: the last snapshot's position followed by the entries after it.
 //!
 //! Invariants kept here:
-//! - `entries[k].index == snapshot.index + 1 + k` (the log is contiguous after the snapshot);
+//! - `entries[k].index == offset + k` (the log is contiguous) and `offset <= snapshot.index + 1`: the entries
+//!   from `offset` to the snapshot's index are a catch-up margin, already applied and in the snapshot, kept
+//!   so that a follower a little behind a compaction is sent entries rather than the whole snapshot;
 //! - `snapshot.index <= commit` and `applied <= commit`;
 //! - `stable <= last_index()`: entries at or below `stable` are durable on this node's disk.
 
@@ -13,8 +15,10 @@ use crate::types::{Entry, Index, Snapshot, Term};
 pub struct RaftLog {
     /// The last snapshot (its data is kept so that lagging followers can be sent it).
     pub snapshot: Snapshot,
-    /// Entries after `snapshot.meta.index`.
+    /// Entries from `offset` on: the catch-up margin (at or below `snapshot.meta.index`), then the rest.
     pub entries: Vec<Entry>,
+    /// The index of `entries[0]` (of the next entry appended, if there is none).
+    offset: Index,
     /// The highest index known to be committed (§5.3).
     pub commit: Index,
     /// The highest index handed to the application to apply.
@@ -45,6 +49,7 @@ impl RaftLog {
         RaftLog {
             snapshot,
             entries,
+            offset: snap_index + 1,
             commit: commit.max(snap_index).min(last),
             applied: snap_index,
             stable: last,
@@ -56,9 +61,10 @@ impl RaftLog {
         self.snapshot.meta.index
     }
 
-    /// The first index held as an entry (may be `last_index() + 1` if there is none).
+    /// The first index held as an entry (may be `last_index() + 1` if there is none); at or below the
+    /// snapshot's index while a catch-up margin is kept.
     pub fn first_index(&self) -> Index {
-        self.snapshot_index() + 1
+        self.offset
     }
 
     /// The index of the last entry (the snapshot's index if there are none).
@@ -66,13 +72,15 @@ impl RaftLog {
         self.entries
             .last()
             .map_or(self.snapshot_index(), |e| e.index)
+            .max(self.snapshot_index())
     }
 
     /// The term of the last entry.
     pub fn last_term(&self) -> Term {
-        self.entries
-            .last()
-            .map_or(self.snapshot.meta.term, |e| e.term)
+        match self.entries.last() {
+            Some(e) if e.index >= self.snapshot_index() => e.term,
+            _ => self.snapshot.meta.term,
+        }
     }
 
     /// The term of the entry at `index`, if the log still knows it (it is the snapshot's last index or held).
@@ -85,7 +93,7 @@ impl RaftLog {
 
     /// The entry at `index`, if it is held.
     pub fn entry(&self, index: Index) -> Option<&Entry> {
-        let first = self.first_index();
+        let first = self.offset;
         if index < first {
             return None;
         }
@@ -105,14 +113,17 @@ impl RaftLog {
 
     /// The entries not yet known to be durable (after `stable`).
     pub fn unstable_entries(&self) -> &[Entry] {
-        let durable = self.stable.max(self.snapshot_index()) - self.snapshot_index();
+        let durable = self.stable.max(self.snapshot_index()) + 1 - self.offset;
         &self.entries[durable as usize..]
     }
 
     /// Entries in `[lo, hi)` up to about `max_bytes` (always at least one if the range is not empty).
     /// `lo` must not be below `first_index()`.
     pub fn slice(&self, lo: Index, hi: Index, max_bytes: usize) -> Vec<Entry> {
-        assert!(lo >= self.first_index(), "slice below the snapshot: {lo}");
+        assert!(
+            lo >= self.first_index(),
+            "slice below the log's first entry: {lo}"
+        );
         let hi = hi.min(self.last_index() + 1);
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -157,7 +168,7 @@ impl RaftLog {
             "append at {from} leaves a gap after {}",
             self.last_index()
         );
-        self.entries.truncate((from - self.first_index()) as usize);
+        self.entries.truncate((from - self.offset) as usize);
         self.stable = self.stable.min(from - 1);
         self.entries.extend(entries);
     }
@@ -198,26 +209,38 @@ impl RaftLog {
     pub fn restore(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
         if self.matches(index, snapshot.meta.term) && index < self.last_index() {
-            let keep_from = (index + 1 - self.first_index()) as usize;
+            let keep_from = (index + 1 - self.offset) as usize;
             self.entries.drain(..keep_from);
         } else {
             self.entries.clear();
         }
+        self.offset = index + 1;
         self.stable = self.stable.min(index);
         self.commit = self.commit.max(index);
         self.snapshot = snapshot;
     }
 
-    /// Drops the entries covered by a snapshot the application took at `snapshot.meta.index`.
-    pub fn compact(&mut self, snapshot: Snapshot) {
+    /// Drops the entries covered by a snapshot the application took at `snapshot.meta.index`, but for a
+    /// catch-up margin: the last `keep_entries` of them, as many as fit in `keep_bytes`.
+    pub fn compact(&mut self, snapshot: Snapshot, keep_entries: u64, keep_bytes: usize) {
         let index = snapshot.meta.index;
         assert!(index <= self.applied, "compacting beyond applied");
         assert!(
             index >= self.snapshot_index(),
             "compacting below the snapshot"
         );
-        let drop = (index + 1 - self.first_index()) as usize;
-        self.entries.drain(..drop);
+        let mut keep_from = index + 1;
+        let mut bytes = 0;
+        while keep_from > self.offset && index + 1 - keep_from < keep_entries {
+            let entry = self.entry(keep_from - 1).expect("held");
+            bytes += entry.size_bytes();
+            if bytes > keep_bytes {
+                break;
+            }
+            keep_from -= 1;
+        }
+        self.entries.drain(..(keep_from - self.offset) as usize);
+        self.offset = keep_from;
         self.snapshot = snapshot;
     }
 }

@@ -198,7 +198,9 @@ impl Raft {
     }
 
     /// Records that the application took a snapshot of its state at `index` (at most the last applied index)
-    /// and compacts the log up to it. Returns the snapshot's metadata, for the driver to persist with `data`.
+    /// and compacts the log up to it, but for a catch-up margin: the last [`Config::catch_up_entries`] entries
+    /// up to `index` that fit in [`Config::catch_up_bytes`] stay, so a follower that far behind is sent
+    /// entries, not the snapshot. Returns the snapshot's metadata, for the driver to persist with `data`.
     pub fn compact(&mut self, index: Index, data: Vec<u8>) -> Result<SnapshotMeta, Error> {
         if index <= self.log.snapshot_index()
             || index > self.log.applied
@@ -218,10 +220,12 @@ impl Raft {
                 .expect("applied entries are in the log"),
             conf_state: self.conf_at(index),
         };
-        self.log.compact(Snapshot {
+        let snapshot = Snapshot {
             meta: meta.clone(),
             data,
-        });
+        };
+        let (keep_entries, keep_bytes) = (self.cfg.catch_up_entries, self.cfg.catch_up_bytes);
+        self.log.compact(snapshot, keep_entries, keep_bytes);
         Ok(meta)
     }
 
@@ -370,7 +374,8 @@ impl Raft {
         }
     }
 
-    /// The log entries held in memory (after the last snapshot), for checkers and tests.
+    /// The log entries held in memory (the catch-up margin, then those after the last snapshot), for checkers
+    /// and tests.
     pub fn log_entries(&self) -> &[Entry] {
         &self.log.entries
     }

@@ -314,7 +314,8 @@ impl Raft {
     /// The membership as of `index` (the snapshot's plus the changes committed up to `index`).
     pub(crate) fn conf_at(&self, index: Index) -> ConfState {
         let mut conf = self.log.snapshot.meta.conf_state.clone();
-        for cc in self.conf_changes(self.log.first_index(), index) {
+        // Entries at or below the snapshot's index (a catch-up margin) are in its membership already.
+        for cc in self.conf_changes(self.log.snapshot_index() + 1, index) {
             apply_conf_change(&mut conf, &cc);
         }
         conf

@@ -253,3 +253,59 @@ fn verify_snapshot_a_good_snapshot_installs() {
     assert_eq!(net.node(3).storage.snapshot.as_ref().unwrap().meta, meta);
     assert_eq!(net.node(3).kv, net.node(1).kv);
 }
+
+/// A cluster of three whose compactions keep `entries` entries (within `bytes`) below the snapshot, in
+/// which node 3 misses two entries before node 1 compacts.
+fn behind_a_margin(entries: u64, bytes: usize) -> (Network, SnapshotMeta) {
+    let mut net = Network::with_config(3, move |c| {
+        c.catch_up_entries = entries;
+        c.catch_up_bytes = bytes;
+    });
+    net.elect(1);
+    net.isolate(3);
+    for i in 0..2 {
+        net.propose(1, format!("key{i}=value{i}").as_bytes())
+            .unwrap();
+    }
+    let meta = net.compact(1);
+    (net, meta)
+}
+
+fn snapshots_to(sent: &[Message], to: NodeId) -> usize {
+    snapshot_offsets_to(sent, to).len()
+}
+
+#[test]
+fn compaction_keeps_a_catch_up_margin_and_a_follower_within_it_gets_entries() {
+    let (mut net, meta) = behind_a_margin(3, 1 << 20);
+    let first = net.raft(1).log_entries()[0].index;
+    assert_eq!(first, meta.index - 2, "the last 3 compacted entries stay");
+    assert_eq!(
+        net.raft(1).entry(meta.index - 1).map(|e| e.index),
+        Some(meta.index - 1)
+    );
+    net.heal();
+    net.take_sent();
+    let (index, _) = net.propose(1, b"after=1").unwrap();
+    net.tick_all(5);
+    assert_eq!(
+        snapshots_to(&net.take_sent(), 3),
+        0,
+        "node 3 was sent the snapshot"
+    );
+    assert_eq!(net.status(3).commit, index);
+    assert_eq!(net.node(3).kv, net.node(1).kv);
+    // The membership is the snapshot's: the entries kept below it are not counted twice.
+    assert_eq!(net.status(1).conf, net.status(3).conf);
+}
+
+#[test]
+fn the_margin_is_bounded_in_bytes_and_a_follower_beyond_it_gets_the_snapshot() {
+    // Each entry takes its data plus 24 bytes: 40 bytes hold one of them.
+    let (mut net, meta) = behind_a_margin(100, 40);
+    assert_eq!(net.raft(1).log_entries()[0].index, meta.index);
+    net.heal();
+    net.take_sent();
+    net.tick_until(&[1, 2, 3], 20, |n| n.status(3).snapshot_index == meta.index);
+    assert_eq!(net.node(3).kv, net.node(1).kv);
+}

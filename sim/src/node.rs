@@ -259,8 +259,8 @@ impl SimNode {
         let (storage, recovered) =
             DiskStorage::open_with(Arc::new(fs.clone()), Path::new(DATA_DIR), opts)
                 .map_err(|e| StartFailed(format!("storage: {e}")))?;
-        let opened = replica::open(raft_cfg, start, recovered, settings.limits)
-            .map_err(|e| StartFailed(e.to_string()))?;
+        let opened =
+            replica::open(raft_cfg, start, recovered).map_err(|e| StartFailed(e.to_string()))?;
         let state = Arc::new(RwLock::new(opened.state));
         let replica = Replica::new(opened.raft, state, settings);
         Ok(SimNode { replica, storage })

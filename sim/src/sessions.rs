@@ -7,16 +7,23 @@
 //! that evicted an unacknowledged result to make room would run that retry a second time, and the
 //! linearizability checker sees the value come back. Drawn from their own generator, so the rest of a
 //! seed's run (faults, timing) is what it was without them.
+//!
+//! Some seeds run a rolling configuration change: some nodes are configured with one set of state machine
+//! limits, the others with another, small enough to bite (a quota a few keys fill, few results per
+//! session). The limits that shape replicated state must be agreed through the log, or those nodes' states
+//! part ways. Drawn from a generator of their own too.
 
 use reinado_node::state::Limits;
-use reinado_raft::Rng;
+use reinado_raft::{NodeId, Rng};
 use std::collections::BTreeSet;
 
 /// The session side of a run.
 #[derive(Clone, Debug)]
 pub struct SessionMix {
-    /// The limits every node is configured with.
+    /// The limits the nodes are configured with, unless a rolling change gives some of them `upgraded`'s.
     pub limits: Limits,
+    /// A rolling configuration change: the new limits, and the nodes (a bit per id, modulo 64) that have them.
+    pub upgraded: Option<(Limits, u64)>,
     /// Clients acknowledge their results only when the cluster refuses a write for a full session.
     pub lazy_acks: bool,
     /// The chance that a client write is delivered once more, late.
@@ -43,17 +50,34 @@ impl SessionMix {
             },
             ..Limits::default()
         };
+        let (limits, upgraded) = match rolling_change(seed, &limits) {
+            Some((old, new)) => (old, Some(new)),
+            None => (limits, None),
+        };
         let lazy_acks = small && rng.range(0, 4) != 0;
         let late_copy = if rng.range(0, 2) == 0 { 0.0 } else { 0.1 };
         let late_copy_max_ms = rng.range(300, 2_000);
-        let in_flight = (rng.range(1, 5) as usize).min(limits.max_results_per_session);
+        // Whichever configuration the log agrees on, a session holds the results of every write in flight.
+        let fewest_results = upgraded.map_or(limits.max_results_per_session, |(new, _)| {
+            new.max_results_per_session.min(limits.max_results_per_session)
+        });
+        let in_flight = (rng.range(1, 5) as usize).min(fewest_results);
         SessionMix {
             limits,
+            upgraded,
             lazy_acks,
             late_copy,
             late_copy_max_ms,
             in_flight,
             rng,
+        }
+    }
+
+    /// The limits node `id` is configured with.
+    pub fn limits_for(&self, id: NodeId) -> Limits {
+        match self.upgraded {
+            Some((new, nodes)) if nodes & (1 << (id % 64)) != 0 => new,
+            _ => self.limits,
         }
     }
 
@@ -63,6 +87,37 @@ impl SessionMix {
         ((self.rng.next_u64() % 1_000_000) < chance)
             .then(|| self.rng.range(100, self.late_copy_max_ms + 1))
     }
+}
+
+/// On one seed in four, a rolling change of the limits: once as the old values and once as the new, each
+/// with a quota a few keys fill and, on some seeds, few results per session or a shorter session TTL; and
+/// the nodes that have the new ones. The TTL stays above the clients' retry window (an operation's deadline
+/// plus the latest copy of a write), and the most sessions is left alone (above the number of clients): below
+/// either, a forgotten session runs the retry of a first write again, the documented limit of sessions.
+fn rolling_change(seed: u64, base: &Limits) -> Option<(Limits, (Limits, u64))> {
+    let mut rng = Rng::new(seed ^ 0x1a17_5e75_u64.rotate_left(16));
+    if rng.range(0, 4) != 0 {
+        return None;
+    }
+    let (results, ttl) = (rng.range(0, 2) == 1, rng.range(0, 2) == 1);
+    let small = |rng: &mut Rng| Limits {
+        // A key and its value take about 10 bytes.
+        quota_bytes: rng.range(15, 40),
+        max_results_per_session: if results {
+            rng.range(2, 9) as usize
+        } else {
+            base.max_results_per_session
+        },
+        session_ttl_ms: if ttl {
+            rng.range(6_000, 12_000)
+        } else {
+            base.session_ttl_ms
+        },
+        ..*base
+    };
+    let old = small(&mut rng);
+    let new = small(&mut rng);
+    Some((old, (new, rng.next_u64())))
 }
 
 /// How one client numbers its writes: from 1 under a session id, with `acked` 1 until a write of the session

@@ -4,6 +4,7 @@
 //! README's table is checked against it by a test, and [`Config::from_env`] refuses any `REINADO_*` variable
 //! not in it, so a typo stops the node at start instead of being ignored.
 
+use crate::state::{Limit, Limits};
 pub use reinado_client::envconfig::{ConfigError, Variable};
 use reinado_client::envconfig::{bad, check_host_port, default_of, parse_listen, positive, var};
 use reinado_raft::NodeId;
@@ -75,6 +76,16 @@ pub const VARIABLES: &[Variable] = &[
         "10000",
         "Take a snapshot and compact the log every this many applied entries.",
     ),
+    var(
+        "REINADO_SNAPSHOT_CATCHUP_ENTRIES",
+        "5000",
+        "A compaction keeps up to this many entries below the snapshot, so that a follower a little behind is sent entries, not the whole snapshot. 0: none.",
+    ),
+    var(
+        "REINADO_SNAPSHOT_CATCHUP_BYTES",
+        "67108864",
+        "The most bytes of those kept entries (at most 1 GiB).",
+    ),
     var("REINADO_MAX_KEY_BYTES", "4096", "The longest key accepted."),
     var(
         "REINADO_MAX_VALUE_BYTES",
@@ -99,22 +110,22 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "REINADO_QUOTA_BYTES",
         "1073741824",
-        "The most bytes of keys and values stored. Writes beyond it fail with RESOURCE_EXHAUSTED; reads and deletes still work. Must be equal on every member.",
+        "The most bytes of keys and values stored (1 to 2^40). Writes beyond it fail with RESOURCE_EXHAUSTED; reads and deletes still work. A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
     ),
     var(
         "REINADO_SESSION_TTL_MS",
         "600000",
-        "A client's session (what makes retried writes apply once) is forgotten after this long idle. Must be equal on every member.",
+        "A client's session (what makes retried writes apply once) is forgotten after this long idle (at most 30 days). A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
     ),
     var(
         "REINADO_MAX_SESSIONS",
         "100000",
-        "The most client sessions kept. Must be equal on every member.",
+        "The most client sessions kept (at most 10,000,000). A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
     ),
     var(
         "REINADO_WATCH_HISTORY_BYTES",
         "67108864",
-        "Bytes of recent changes kept for watches that start in the past.",
+        "Bytes of recent changes kept for watches that start in the past (at most 16 GiB). A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
     ),
     var(
         "REINADO_REQUEST_TIMEOUT_MS",
@@ -154,6 +165,8 @@ struct Raw {
     heartbeat_interval_ms: u64,
     election_timeout_ms: u64,
     snapshot_entries: u64,
+    snapshot_catchup_entries: u64,
+    snapshot_catchup_bytes: u64,
     max_key_bytes: usize,
     max_value_bytes: usize,
     max_request_bytes: usize,
@@ -186,6 +199,8 @@ impl Default for Raw {
             heartbeat_interval_ms: num("REINADO_HEARTBEAT_INTERVAL_MS"),
             election_timeout_ms: num("REINADO_ELECTION_TIMEOUT_MS"),
             snapshot_entries: num("REINADO_SNAPSHOT_ENTRIES"),
+            snapshot_catchup_entries: num("REINADO_SNAPSHOT_CATCHUP_ENTRIES"),
+            snapshot_catchup_bytes: num("REINADO_SNAPSHOT_CATCHUP_BYTES"),
             max_key_bytes: num("REINADO_MAX_KEY_BYTES") as usize,
             max_value_bytes: num("REINADO_MAX_VALUE_BYTES") as usize,
             max_request_bytes: num("REINADO_MAX_REQUEST_BYTES") as usize,
@@ -254,9 +269,13 @@ pub struct Config {
     pub election_ticks: usize,
     /// Applied entries between snapshots.
     pub snapshot_entries: u64,
+    /// Entries a compaction keeps below the snapshot for followers a little behind.
+    pub catch_up_entries: u64,
+    /// The most bytes of those.
+    pub catch_up_bytes: usize,
     /// What clients may send.
     pub limits: RequestLimits,
-    /// The state machine's bounds.
+    /// The state machine's bounds this node proposes when it leads (the log agrees on the ones applied).
     pub state_limits: crate::state::Limits,
     /// Requests served at once per client connection.
     pub max_concurrent_requests: usize,
@@ -355,7 +374,6 @@ impl Config {
             ("REINADO_MAX_VALUE_BYTES", raw.max_value_bytes),
             ("REINADO_MAX_TXN_OPS", raw.max_txn_ops),
             ("REINADO_RANGE_LIMIT", raw.range_limit),
-            ("REINADO_MAX_SESSIONS", raw.max_sessions),
             (
                 "REINADO_MAX_CONCURRENT_REQUESTS",
                 raw.max_concurrent_requests,
@@ -373,7 +391,13 @@ impl Config {
             return Err(bad("REINADO_MAX_REQUEST_BYTES", "must be at most 64 MiB"));
         }
         positive("REINADO_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?;
-        positive("REINADO_SESSION_TTL_MS", raw.session_ttl_ms)?;
+        if raw.snapshot_catchup_bytes > 1 << 30 {
+            return Err(bad(
+                "REINADO_SNAPSHOT_CATCHUP_BYTES",
+                "must be at most 1 GiB",
+            ));
+        }
+        let state_limits = state_limits(&raw)?;
         Ok(Config {
             node_id,
             cluster_id: raw.cluster_id,
@@ -386,6 +410,8 @@ impl Config {
             tick: Duration::from_millis(hb),
             election_ticks: (et / hb) as usize,
             snapshot_entries: raw.snapshot_entries,
+            catch_up_entries: raw.snapshot_catchup_entries,
+            catch_up_bytes: raw.snapshot_catchup_bytes as usize,
             limits: RequestLimits {
                 max_key_bytes: raw.max_key_bytes,
                 max_value_bytes: raw.max_value_bytes,
@@ -394,13 +420,7 @@ impl Config {
                 range_limit: raw.range_limit,
                 request_timeout: Duration::from_millis(raw.request_timeout_ms),
             },
-            state_limits: crate::state::Limits {
-                quota_bytes: raw.quota_bytes,
-                session_ttl_ms: raw.session_ttl_ms,
-                max_sessions: raw.max_sessions,
-                max_results_per_session: 4096,
-                history_bytes: raw.watch_history_bytes,
-            },
+            state_limits,
             max_concurrent_requests: raw.max_concurrent_requests,
             shutdown_timeout: Duration::from_millis(raw.shutdown_timeout_ms),
             fault_injection: raw.fault_injection,
@@ -429,6 +449,30 @@ pub fn help() -> String {
          OTEL_SERVICE_NAME = reinado-node\n      The service name traces carry.\n",
     );
     out
+}
+
+/// The state machine limits this node proposes, within the bounds the state machine accepts.
+fn state_limits(raw: &Raw) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        quota_bytes: raw.quota_bytes,
+        session_ttl_ms: raw.session_ttl_ms,
+        max_sessions: raw.max_sessions,
+        max_results_per_session: Limits::default().max_results_per_session,
+        history_bytes: raw.watch_history_bytes,
+    };
+    limits.check().map_err(|e| {
+        let name = match e.limit {
+            Limit::QuotaBytes => "REINADO_QUOTA_BYTES",
+            Limit::SessionTtlMs => "REINADO_SESSION_TTL_MS",
+            Limit::MaxSessions => "REINADO_MAX_SESSIONS",
+            Limit::HistoryBytes => "REINADO_WATCH_HISTORY_BYTES",
+            Limit::MaxResultsPerSession => {
+                unreachable!("the built-in results per session are in bounds")
+            }
+        };
+        bad(name, format!("must be between 1 and {}", e.max))
+    })?;
+    Ok(limits)
 }
 
 fn advertise(name: &str, value: &str, listen: SocketAddr) -> Result<String, ConfigError> {

@@ -46,6 +46,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         heartbeat_ticks: 1,
         seed: rand::random(),
         verify_snapshot: Some(crate::state::verify_snapshot),
+        catch_up_entries: cfg.catch_up_entries,
+        catch_up_bytes: cfg.catch_up_bytes,
         ..reinado_raft::Config::new(cfg.node_id)
     };
     let fresh = replica::is_empty(&recovered);
@@ -95,7 +97,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         peer_service.set_probing(false);
     }
 
-    let opened = replica::open(raft_cfg, &start, recovered, cfg.state_limits)?;
+    let opened = replica::open(raft_cfg, &start, recovered)?;
     let state = Arc::new(RwLock::new(opened.state));
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
     let (applied_tx, applied) = watch::channel(opened.raft.applied());

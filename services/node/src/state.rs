@@ -7,14 +7,16 @@
 use prost::Message as _;
 use reinado_proto::v1::{
     Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, MemberAddress,
-    MemberContext, Refusal, RequestId, Session as SessionPb, SessionResult, StateSnapshot, TxnOp,
-    WriteOutcome, command, txn_op,
+    MemberContext, Refusal, RequestId, Session as SessionPb, SessionResult, StateLimits,
+    StateSnapshot, TxnOp, WriteOutcome, command, txn_op,
 };
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// The bounds that keep the state machine's memory in check. Every replica must use the same values, or their
-/// states may differ (a quota reached on one and not another).
+/// The bounds that keep the state machine's memory in check. They shape the replicated state (a quota reached
+/// on one member and not another would part their states), so the state machine applies only the ones the
+/// log agreed on (a `SetLimits` command), and the defaults before any; a node's configured values are what
+/// it proposes when it leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The most bytes of keys and values stored; writes that would exceed it are refused.
@@ -39,6 +41,91 @@ impl Default for Limits {
             max_results_per_session: 4096,
             history_bytes: 64 << 20,
         }
+    }
+}
+
+/// One of the [`Limits`], to name it in a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// [`Limits::quota_bytes`].
+    QuotaBytes,
+    /// [`Limits::session_ttl_ms`].
+    SessionTtlMs,
+    /// [`Limits::max_sessions`].
+    MaxSessions,
+    /// [`Limits::max_results_per_session`].
+    MaxResultsPerSession,
+    /// [`Limits::history_bytes`].
+    HistoryBytes,
+}
+
+/// A limit outside what the state machine accepts: 0, or above its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{limit:?} is {value}; it must be between 1 and {max}")]
+pub struct BadLimit {
+    /// Which limit.
+    pub limit: Limit,
+    /// Its value.
+    pub value: u64,
+    /// The largest accepted.
+    pub max: u64,
+}
+
+impl Limits {
+    /// Each limit with its value and the largest the state machine accepts (an absurd value would let one
+    /// proposal exhaust every member's memory).
+    fn bounded(&self) -> [(Limit, u64, u64); 5] {
+        [
+            (Limit::QuotaBytes, self.quota_bytes, 1 << 40),
+            (
+                Limit::SessionTtlMs,
+                self.session_ttl_ms,
+                30 * 24 * 3_600_000,
+            ),
+            (Limit::MaxSessions, self.max_sessions as u64, 10_000_000),
+            (
+                Limit::MaxResultsPerSession,
+                self.max_results_per_session as u64,
+                1_000_000,
+            ),
+            (Limit::HistoryBytes, self.history_bytes as u64, 1 << 34),
+        ]
+    }
+
+    /// Refuses a limit of 0 or above its bound.
+    pub fn check(&self) -> Result<(), BadLimit> {
+        match self
+            .bounded()
+            .into_iter()
+            .find(|&(_, v, max)| v == 0 || v > max)
+        {
+            Some((limit, value, max)) => Err(BadLimit { limit, value, max }),
+            None => Ok(()),
+        }
+    }
+
+    /// As the log and snapshots carry them.
+    pub fn to_proto(&self) -> StateLimits {
+        StateLimits {
+            quota_bytes: self.quota_bytes,
+            session_ttl_ms: self.session_ttl_ms,
+            max_sessions: self.max_sessions as u64,
+            max_results_per_session: self.max_results_per_session as u64,
+            history_bytes: self.history_bytes as u64,
+        }
+    }
+
+    /// From the log or a snapshot, checked (counts saturate, so a huge one is refused, not truncated).
+    pub fn from_proto(l: &StateLimits) -> Result<Limits, BadLimit> {
+        let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let limits = Limits {
+            quota_bytes: l.quota_bytes,
+            session_ttl_ms: l.session_ttl_ms,
+            max_sessions: count(l.max_sessions),
+            max_results_per_session: count(l.max_results_per_session),
+            history_bytes: count(l.history_bytes),
+        };
+        limits.check().map(|()| limits)
     }
 }
 
@@ -303,7 +390,8 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// An empty state machine.
+    /// An empty state machine that applies with `limits` until the log agrees on others. A replica starts
+    /// every member from [`Limits::default`], so that they all apply the same log the same way.
     pub fn new(limits: Limits) -> Self {
         StateMachine {
             kvs: BTreeMap::new(),
@@ -349,7 +437,7 @@ impl StateMachine {
         self.limits.quota_bytes
     }
 
-    /// The bounds it was created with.
+    /// The limits it applies with: the last ones the log agreed on.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -385,9 +473,24 @@ impl StateMachine {
                     self.mark_started(&started.ids);
                     None
                 }
+                Ok(Command {
+                    op: Some(command::Op::SetLimits(limits)),
+                    ..
+                }) => {
+                    self.set_limits(entry.index, &limits);
+                    None
+                }
                 Ok(cmd) => Some(self.apply_command(entry.index, cmd)),
                 Err(_) => None,
             },
+        }
+    }
+
+    /// Applies limits the log agreed on; out-of-bounds ones are refused, identically on every member.
+    fn set_limits(&mut self, index: Index, proposed: &StateLimits) {
+        match Limits::from_proto(proposed) {
+            Ok(limits) => self.limits = limits,
+            Err(e) => tracing::warn!(index, "limits refused: {e}; the earlier ones stay"),
         }
     }
 
@@ -471,7 +574,9 @@ impl StateMachine {
         };
         let ops: Vec<TxnOp> = match op {
             // Not a client's: applied by `apply` before sessions are looked at.
-            None | Some(command::Op::MembersStarted(_)) => return outcome,
+            None | Some(command::Op::MembersStarted(_)) | Some(command::Op::SetLimits(_)) => {
+                return outcome;
+            }
             Some(command::Op::Put(p)) => vec![TxnOp {
                 op: Some(txn_op::Op::Put(p)),
             }],
@@ -693,15 +798,21 @@ impl StateMachine {
                 })
                 .collect(),
             clock_ms: self.clock_ms,
+            limits: Some(self.limits.to_proto()),
         };
         envelope::seal(&image.encode_to_vec())
     }
 
     /// Rebuilds the state machine from a snapshot taken at `index`, refusing one whose envelope is damaged.
-    /// The change history starts after it.
-    pub fn restore(data: &[u8], index: Index, limits: Limits) -> Result<Self, BadSnapshot> {
+    /// The limits are the image's (the defaults for an image written before they were agreed through the
+    /// log). The change history starts after it.
+    pub fn restore(data: &[u8], index: Index) -> Result<Self, BadSnapshot> {
         let image = StateSnapshot::decode(envelope::open(data)?)?;
-        let mut sm = StateMachine::new(limits);
+        let limits = image
+            .limits
+            .as_ref()
+            .and_then(|l| Limits::from_proto(l).ok());
+        let mut sm = StateMachine::new(limits.unwrap_or_default());
         for kv in image.kvs {
             sm.size_bytes += (kv.key.len() + kv.value.len()) as u64;
             let record = Record {

@@ -90,7 +90,12 @@ async fn killing_the_leader_loses_no_acknowledged_write_and_it_catches_up_from_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() {
-    let mut cluster = LocalCluster::start(3, &[("REINADO_SNAPSHOT_ENTRIES", "100")]);
+    // 450 entries behind: beyond the catch-up margin a compaction keeps.
+    let vars = [
+        ("REINADO_SNAPSHOT_ENTRIES", "100"),
+        ("REINADO_SNAPSHOT_CATCHUP_ENTRIES", "50"),
+    ];
+    let mut cluster = LocalCluster::start(3, &vars);
     let leader = cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
     let behind = cluster

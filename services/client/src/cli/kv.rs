@@ -252,6 +252,24 @@ fn describe(entry: &LogEntryResponse) -> (Value, String) {
                     json!({"members_started": m.ids}),
                     format!("members recorded as started: {:?}", m.ids),
                 ),
+                Some(Op::SetLimits(l)) => (
+                    json!({"set_limits": {
+                        "quota_bytes": l.quota_bytes,
+                        "session_ttl_ms": l.session_ttl_ms,
+                        "max_sessions": l.max_sessions,
+                        "max_results_per_session": l.max_results_per_session,
+                        "history_bytes": l.history_bytes,
+                    }}),
+                    format!(
+                        "limits agreed: quota {} bytes, session TTL {} ms, {} sessions, {} results per session, \
+                         {} bytes of watch history",
+                        l.quota_bytes,
+                        l.session_ttl_ms,
+                        l.max_sessions,
+                        l.max_results_per_session,
+                        l.history_bytes
+                    ),
+                ),
                 None => (json!({"command": null}), "empty command".to_string()),
             }
         }

@@ -125,6 +125,16 @@ fn every_mistake_names_its_variable() {
         error_var(&[("REINADO_MAX_REQUEST_BYTES", "1000")]),
         "REINADO_MAX_REQUEST_BYTES"
     );
+    for (name, value) in [
+        ("REINADO_QUOTA_BYTES", "0"),
+        ("REINADO_QUOTA_BYTES", "2199023255552"),
+        ("REINADO_SESSION_TTL_MS", "0"),
+        ("REINADO_MAX_SESSIONS", "0"),
+        ("REINADO_WATCH_HISTORY_BYTES", "0"),
+        ("REINADO_SNAPSHOT_CATCHUP_BYTES", "2147483648"),
+    ] {
+        assert_eq!(error_var(&[(name, value)]), name, "{name}={value}");
+    }
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn single_node_loop(
     };
     let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
     let start = Start::Bootstrap(peers.clone());
-    let opened = replica::open(raft_cfg, &start, recovered, Limits::default()).expect("open");
+    let opened = replica::open(raft_cfg, &start, recovered).expect("open");
     let settings = Settings {
         id: 1,
         client_addr: "127.0.0.1:2".into(),

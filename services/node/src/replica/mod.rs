@@ -17,13 +17,16 @@
 //!
 //! ## Layout
 //! - `mod.rs`: the replica, its inputs, the Ready cycle, apply, reads.
-//! - `requests.rs`: writes, membership changes, transfers, status, log entries.
+//! - `requests.rs`: writes, membership changes, transfers, status, log entries, the limits a leader proposes.
+//! - `tests.rs`: replicas of one cluster driven together over in-memory disks.
 //! - `start.rs`: the bootstrap / join / restart decision, and the core it builds.
 //! - `started.rs`: which members took part, and whether an empty data dir may bootstrap (a lost disk may not).
 
 mod requests;
 mod start;
 mod started;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{NodeError, refusal_error};
 use crate::state::StateMachine;
@@ -184,7 +187,8 @@ pub struct Settings {
     pub incarnation: u64,
     /// Record applied entries in [`Output::applied_entries`] (the simulator's checkers read them).
     pub record_applied: bool,
-    /// The state machine limits this node is configured with.
+    /// The state machine limits this node proposes when it leads (see [`Replica::propose_limits`]); the
+    /// state machine applies the ones the log agreed on.
     pub limits: crate::state::Limits,
     /// Deliberate bugs (simulator only).
     pub bugs: Bugs,
@@ -252,6 +256,8 @@ pub struct Replica<W: Waiters> {
     announced_client: BTreeMap<NodeId, String>,
     /// Members this leader proposed to record as started (at which log index), in the term it proposed them.
     started_proposed: (Term, BTreeMap<NodeId, Index>),
+    /// The term in which this node, leading, last compared its configured limits with the agreed ones.
+    limits_checked: Term,
     ticks: u64,
 }
 
@@ -294,6 +300,7 @@ impl<W: Waiters> Replica<W> {
             announced_peer: BTreeMap::new(),
             announced_client,
             started_proposed: (0, BTreeMap::new()),
+            limits_checked: 0,
             ticks: 0,
         }
     }
@@ -348,6 +355,7 @@ impl<W: Waiters> Replica<W> {
         if self.ticks.is_multiple_of(4) {
             self.maybe_promote();
             self.record_started();
+            self.propose_limits();
         }
     }
 
@@ -431,8 +439,7 @@ impl<W: Waiters> Replica<W> {
     /// by decoding it before anything is replaced.
     fn write(&mut self, storage: &mut DiskStorage, ready: &Ready) -> Result<(), ReplicaError> {
         if let Some(snapshot) = &ready.snapshot {
-            let limits = self.state.read().expect("state lock").limits();
-            let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index, limits)?;
+            let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index)?;
             self.settings.bugs.switch_on(&mut sm);
             storage.save_snapshot(snapshot)?;
             *self.state.write().expect("state lock") = sm;
@@ -462,6 +469,9 @@ impl<W: Waiters> Replica<W> {
         if let Some((role, leader)) = role_change {
             self.on_role_change(role, leader, out);
         }
+        // As soon as the first entry of a leader's term is applied, not a tick later: writes meanwhile apply
+        // with the limits agreed before.
+        self.propose_limits();
         self.maybe_compact(storage)
     }
 
@@ -727,6 +737,3 @@ impl<W: Waiters> Replica<W> {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

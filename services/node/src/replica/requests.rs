@@ -4,7 +4,7 @@
 use super::{Answer, Output, PendingWrite, Replica, Waiters};
 use crate::error::NodeError;
 use prost::Message as _;
-use reinado_proto::v1::MemberContext;
+use reinado_proto::v1::{Command, MemberContext, command};
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, Index, NodeId, Role, Term};
 use tracing::{info, info_span};
 
@@ -250,6 +250,35 @@ impl<W: Waiters> Replica<W> {
                 );
             }
         }
+    }
+
+    /// The limits that shape the state machine are agreed through the log: a leader whose configured limits
+    /// differ from the agreed ones proposes its own, once in its term, after the first entry of the term
+    /// committed and everything up to it was applied (so it compares with the latest agreement). A rolling
+    /// configuration change thus takes effect when an updated node leads; until then, every member applies
+    /// the same ones.
+    pub(super) fn propose_limits(&mut self) {
+        let term = self.raft.term();
+        if self.raft.role() != Role::Leader
+            || self.limits_checked == term
+            || !self.applied_before_term()
+        {
+            return;
+        }
+        let agreed = self.state.read().expect("state lock").limits();
+        let mine = self.settings.limits;
+        if agreed != mine {
+            let cmd = Command {
+                op: Some(command::Op::SetLimits(mine.to_proto())),
+                ..Command::default()
+            };
+            if let Err(e) = self.raft.propose(cmd.encode_to_vec()) {
+                info!("limits not proposed yet: {e}");
+                return;
+            }
+            info!(?agreed, ?mine, "proposing this node's state machine limits");
+        }
+        self.limits_checked = term;
     }
 
     pub(super) fn transfer(

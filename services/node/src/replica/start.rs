@@ -34,16 +34,17 @@ pub fn is_empty(r: &Recovered) -> bool {
 }
 
 /// Builds the core from what storage recovered: restored, or bootstrapped, or empty and waiting to be added.
+/// The state machine's limits are the snapshot's, or the defaults: never this node's configuration, which
+/// the replica proposes through the log when it leads.
 pub fn open(
     raft_cfg: reinado_raft::Config,
     start: &Start,
     recovered: Recovered,
-    limits: Limits,
 ) -> Result<Opened, StartError> {
     let fresh = is_empty(&recovered);
     let state = match &recovered.snapshot {
-        Some(s) => StateMachine::restore(&s.data, s.meta.index, limits)?,
-        None => StateMachine::new(limits),
+        Some(s) => StateMachine::restore(&s.data, s.meta.index)?,
+        None => StateMachine::new(Limits::default()),
     };
     let raft = match (start, fresh) {
         (Start::Bootstrap(peers), true) => {

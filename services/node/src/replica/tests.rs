@@ -1,191 +1,288 @@
-//! The replica in a small in-memory cluster: three replicas over `DiskStorage` on `FaultyFs`, a router that
-//! can cut links, and ticks driven by the test.
+//! Replicas of one cluster driven together over in-memory disks and a network the test controls: what the
+//! replica decides (limits agreed through the log, compaction that keeps a catch-up margin, reads failed
+//! when the leader changes), seen whole.
 
 use super::*;
 use crate::config::Start;
 use crate::state::Limits;
-use reinado_raft::{Config, Role};
+use prost::Message as _;
+use reinado_proto::v1::{Command, TxnPut, command};
+use reinado_raft::MessageBody;
 use reinado_storage::{FaultyFs, Options};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 
-/// Waiters that are plain numbers, so a test can tell answers apart.
-struct Ids;
+/// Writes and reads wait under numbers; nothing else is asked.
+struct TestWaiters;
 
-impl Waiters for Ids {
+impl Waiters for TestWaiters {
     type Write = u64;
     type Read = u64;
-    type Members = u64;
-    type Leader = u64;
+    type Members = ();
+    type Leader = ();
 }
 
-/// Long enough that no answer in these tests can come from a timeout.
-const REQUEST_TIMEOUT_TICKS: u64 = 10_000;
-
-struct Member {
-    replica: Replica<Ids>,
+struct TestNode {
+    replica: Replica<TestWaiters>,
     storage: DiskStorage,
-    answers: Vec<Answer<Ids>>,
+    /// Every answer the replica gave, in order.
+    answers: Vec<Answer<TestWaiters>>,
 }
 
+/// A cluster whose messages go through a queue; nodes in `cut` send and receive nothing, and messages on
+/// the links (from, to) in `cut_links` are lost.
 struct Cluster {
-    members: BTreeMap<NodeId, Member>,
-    /// Links (from, to) whose messages are dropped.
-    cut: BTreeSet<(NodeId, NodeId)>,
-    ticks: u64,
+    nodes: BTreeMap<NodeId, TestNode>,
+    queue: VecDeque<Message>,
+    cut: BTreeSet<NodeId>,
+    cut_links: BTreeSet<(NodeId, NodeId)>,
+    sent: Vec<Message>,
 }
 
-impl Cluster {
-    fn new(size: u64) -> Cluster {
-        let peers: BTreeMap<NodeId, String> =
-            (1..=size).map(|id| (id, format!("n{id}:1"))).collect();
-        let start = Start::Bootstrap(peers.clone());
-        let members = peers
-            .keys()
-            .map(|&id| (id, Self::member(id, &start, &peers)))
-            .collect();
-        Cluster {
-            members,
-            cut: BTreeSet::new(),
-            ticks: 0,
-        }
-    }
-
-    fn member(id: NodeId, start: &Start, peers: &BTreeMap<NodeId, String>) -> Member {
-        let fs = FaultyFs::new(id);
-        let opts = Options {
-            segment_size_bytes: 64 << 10,
-            ..Options::default()
-        };
+/// `n` bootstrapped members; node 1 times out first, so it leads. `tweak` adjusts each one's settings.
+fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> Cluster {
+    let peers: BTreeMap<NodeId, String> = (1..=n).map(|id| (id, format!("n{id}:1"))).collect();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=n {
+        let fs = Arc::new(FaultyFs::new(id));
         let (storage, recovered) =
-            DiskStorage::open_with(Arc::new(fs), Path::new("/data"), opts).expect("empty disk");
-        let mut cfg = Config::new(id);
-        cfg.seed = id * 7919;
-        let opened = open(cfg, start, recovered, Limits::default()).expect("bootstrap");
-        let settings = Settings {
+            DiskStorage::open_with(fs, Path::new("/data"), Options::default()).expect("open");
+        let mut cfg = reinado_raft::Config::new(id);
+        cfg.election_ticks = if id == 1 { 3 } else { 30 };
+        let mut settings = Settings {
             id,
-            client_addr: format!("n{id}:2"),
+            client_addr: format!("n{id}:0"),
             election_ticks: 10,
-            snapshot_entries: 1_000,
-            request_timeout_ticks: REQUEST_TIMEOUT_TICKS,
+            snapshot_entries: 10_000,
+            request_timeout_ticks: 100,
             bootstrap_peers: peers.clone(),
             incarnation: id << 32,
             record_applied: false,
             limits: Limits::default(),
             bugs: Bugs::default(),
         };
+        tweak(&mut cfg, &mut settings);
+        let opened = open(cfg, &Start::Bootstrap(peers.clone()), recovered).expect("bootstrap");
         let state = Arc::new(RwLock::new(opened.state));
-        Member {
-            replica: Replica::new(opened.raft, state, settings),
-            storage,
-            answers: Vec::new(),
-        }
+        let replica = Replica::new(opened.raft, state, settings);
+        let answers = Vec::new();
+        nodes.insert(
+            id,
+            TestNode {
+                replica,
+                storage,
+                answers,
+            },
+        );
     }
-
-    /// Runs every member's Ready loop and delivers messages until nothing moves.
-    fn settle(&mut self) {
-        loop {
-            let mut messages = Vec::new();
-            for m in self.members.values_mut() {
-                let mut out = Output::default();
-                while m
-                    .replica
-                    .write_ready(&mut m.storage, &mut out)
-                    .expect("write")
-                {
-                    m.storage.sync().expect("sync");
-                    m.replica.synced(&mut m.storage, &mut out).expect("synced");
-                }
-                messages.append(&mut out.messages);
-                m.answers.append(&mut out.answers);
-            }
-            if messages.is_empty() {
-                return;
-            }
-            for msg in messages {
-                if self.cut.contains(&(msg.from, msg.to)) {
-                    continue;
-                }
-                if let Some(m) = self.members.get_mut(&msg.to) {
-                    m.replica.step(msg);
-                }
-            }
-        }
-    }
-
-    fn tick(&mut self) {
-        self.ticks += 1;
-        for m in self.members.values_mut() {
-            let mut out = Output::default();
-            m.replica.tick(&mut out);
-            m.answers.append(&mut out.answers);
-        }
-        self.settle();
-    }
-
-    /// Ticks until `until` holds, failing the test after `max` ticks.
-    fn tick_until(&mut self, max: u64, what: &str, until: impl Fn(&Cluster) -> bool) {
-        for _ in 0..max {
-            if until(self) {
-                return;
-            }
-            self.tick();
-        }
-        panic!("{what}: not within {max} ticks");
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        self.members
-            .iter()
-            .find(|(_, m)| m.replica.raft().role() == Role::Leader)
-            .map(|(&id, _)| id)
-    }
-
-    fn isolate(&mut self, id: NodeId) {
-        for &other in self.members.keys() {
-            self.cut.insert((id, other));
-            self.cut.insert((other, id));
-        }
-    }
-
-    fn request(&mut self, id: NodeId, req: Request<Ids>) {
-        let m = self.members.get_mut(&id).expect("member");
-        let mut out = Output::default();
-        m.replica.request(req, &mut out);
-        m.answers.append(&mut out.answers);
-        self.settle();
+    Cluster {
+        nodes,
+        queue: VecDeque::new(),
+        cut: BTreeSet::new(),
+        cut_links: BTreeSet::new(),
+        sent: Vec::new(),
     }
 }
 
-/// Defect 7 of issue 9: a read a follower forwarded to a leader that then lost leadership used to wait for
-/// its full request timeout. It must fail (retryable) as soon as the follower sees another leader.
+impl Cluster {
+    /// Persists and applies every node's Readies, and delivers messages, until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1_000 {
+            let mut moved = false;
+            for node in self.nodes.values_mut() {
+                let mut out = Output::default();
+                while node
+                    .replica
+                    .write_ready(&mut node.storage, &mut out)
+                    .expect("write")
+                {
+                    node.storage.sync().expect("sync");
+                    node.replica
+                        .synced(&mut node.storage, &mut out)
+                        .expect("synced");
+                    moved = true;
+                }
+                self.queue.extend(out.messages);
+                node.answers.extend(out.answers);
+            }
+            while let Some(m) = self.queue.pop_front() {
+                moved = true;
+                if self.cut.contains(&m.from)
+                    || self.cut.contains(&m.to)
+                    || self.cut_links.contains(&(m.from, m.to))
+                {
+                    continue;
+                }
+                self.sent.push(m.clone());
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    node.replica.step(m);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster never settles");
+    }
+
+    /// `n` ticks of every node, settling after each.
+    fn tick(&mut self, n: usize) {
+        for _ in 0..n {
+            for node in self.nodes.values_mut() {
+                let mut out = Output::default();
+                node.replica.tick(&mut out);
+                self.queue.extend(out.messages);
+                node.answers.extend(out.answers);
+            }
+            self.settle();
+        }
+    }
+
+    fn replica(&self, id: NodeId) -> &Replica<TestWaiters> {
+        &self.nodes[&id].replica
+    }
+
+    /// Node 1 proposes a put of `key` (a 2-byte key, an 8-byte value).
+    fn put(&mut self, key: u64) {
+        let cmd = Command {
+            op: Some(command::Op::Put(TxnPut {
+                key: format!("k{key}").into_bytes(),
+                value: key.to_le_bytes().to_vec(),
+            })),
+            ..Command::default()
+        };
+        let req = Request::Write {
+            data: cmd.encode_to_vec(),
+            span: tracing::Span::none(),
+            waiter: key,
+        };
+        let node = self.nodes.get_mut(&1).expect("node 1");
+        node.replica.request(req, &mut Output::default());
+        self.settle();
+    }
+
+    fn image(&self, id: NodeId) -> Vec<u8> {
+        self.replica(id)
+            .state()
+            .read()
+            .expect("state lock")
+            .snapshot()
+    }
+
+    fn applied(&self, id: NodeId) -> Index {
+        self.replica(id)
+            .state()
+            .read()
+            .expect("state lock")
+            .applied()
+    }
+}
+
+#[test]
+fn members_configured_with_different_limits_reach_the_same_state() {
+    // A rolling configuration change: node 1, the leader, has the new quota (3 keys), node 2 the old one.
+    let mut c = cluster(2, |cfg, settings| {
+        if cfg.id == 1 {
+            settings.limits.quota_bytes = 30;
+        }
+    });
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    for key in 0..6 {
+        c.put(key);
+    }
+    c.tick(5);
+    assert_eq!(c.applied(1), c.applied(2));
+    assert_eq!(c.image(1), c.image(2), "the members' states differ");
+    let sm = c.replica(2).state().read().expect("state lock").clone();
+    assert_eq!(
+        sm.quota_bytes(),
+        30,
+        "the leader's proposal is the agreed quota"
+    );
+    assert_eq!(sm.size_bytes(), 30);
+}
+
+#[test]
+fn without_a_margin_a_follower_behind_a_compaction_is_sent_the_snapshot() {
+    let mut c = cluster(3, |_, settings| settings.snapshot_entries = 5);
+    c.tick(20);
+    c.cut.insert(3);
+    for key in 0..8 {
+        c.put(key);
+    }
+    c.tick(2);
+    c.cut.clear();
+    c.sent.clear();
+    c.tick(10);
+    let snapshots = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+    assert!(
+        snapshots.count() > 0,
+        "the snapshot install path is not exercised"
+    );
+    assert_eq!(c.applied(3), c.applied(1));
+}
+
+#[test]
+fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
+    let mut c = cluster(3, |cfg, settings| {
+        settings.snapshot_entries = 5;
+        cfg.catch_up_entries = 20;
+        cfg.catch_up_bytes = 1 << 20;
+    });
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    c.cut.insert(3);
+    for key in 0..8 {
+        c.put(key);
+    }
+    c.tick(2);
+    let leader_snapshot = c.replica(1).raft().snapshot().meta.index;
+    let behind = c.replica(3).raft().last_index();
+    assert!(leader_snapshot > behind, "{leader_snapshot} <= {behind}");
+    c.cut.clear();
+    c.sent.clear();
+    c.tick(10);
+    let snapshots = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+    assert_eq!(snapshots.count(), 0, "node 3 was sent a snapshot");
+    assert_eq!(c.applied(3), c.applied(1));
+}
+
+/// Defect 7 of issue 9: a read that a follower forwarded to a leader which then lost leadership used to wait
+/// for its full request timeout. It must fail, retryable, as soon as the follower sees another leader.
 #[test]
 fn a_forwarded_read_fails_fast_when_the_leader_changes() {
-    let mut c = Cluster::new(3);
-    c.tick_until(200, "a first leader", |c| c.leader().is_some());
-    let old = c.leader().expect("leader");
-    let follower = *c.members.keys().find(|&&id| id != old).expect("follower");
-    // The read index request never reaches the old leader.
-    c.cut.insert((follower, old));
-    c.request(follower, Request::ReadIndex { waiter: 7 });
-    c.tick();
-    assert!(c.members[&follower].answers.is_empty(), "the read waits");
+    let timeout_ticks = 10_000;
+    let mut c = cluster(3, |_, settings| settings.request_timeout_ticks = timeout_ticks);
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    // Node 2's request for a read index never reaches node 1.
+    c.cut_links.insert((2, 1));
+    let node = c.nodes.get_mut(&2).expect("node 2");
+    node.replica
+        .request(Request::ReadIndex { waiter: 7 }, &mut Output::default());
+    c.tick(2);
+    assert!(c.nodes[&2].answers.is_empty(), "the read waits");
 
-    c.isolate(old);
-    let start = c.ticks;
-    c.tick_until(200, "the follower sees a new leader", |c| {
-        let leader = c.members[&follower].replica.raft().status().leader;
-        leader.is_some_and(|l| l != old)
-    });
-    let answers = &c.members[&follower].answers;
+    c.cut.insert(1);
+    let mut ticks = 0;
+    while c.replica(2).raft().status().leader.is_none_or(|l| l == 1) {
+        assert!(ticks < 300, "node 2 sees no new leader");
+        c.tick(1);
+        ticks += 1;
+    }
     assert!(
         matches!(
-            answers.as_slice(),
+            c.nodes[&2].answers.as_slice(),
             [Answer::Read(7, Err(NodeError::Unavailable(_)))]
         ),
-        "the read must fail, retryable, once the leader changed (after {} ticks, timeout {}): {} answers",
-        c.ticks - start,
-        REQUEST_TIMEOUT_TICKS,
-        answers.len()
+        "the read must fail, retryable, once the leader changed ({ticks} ticks, timeout {timeout_ticks}): {} answers",
+        c.nodes[&2].answers.len()
     );
 }

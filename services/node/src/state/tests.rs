@@ -1,5 +1,5 @@
 use super::*;
-use reinado_proto::v1::{MembersStarted, RequestId, TxnDelete, TxnPut, TxnRequest};
+use reinado_proto::v1::{MembersStarted, RequestId, StateLimits, TxnDelete, TxnPut, TxnRequest};
 
 fn entry(index: Index, cmd: &Command) -> Entry {
     Entry {
@@ -384,7 +384,7 @@ fn a_snapshot_restores_the_same_state() {
         .encode(),
     });
     let image = sm.snapshot();
-    let restored = StateMachine::restore(&image, sm.applied(), Limits::default()).unwrap();
+    let restored = StateMachine::restore(&image, sm.applied()).unwrap();
     assert_eq!(restored.kvs, sm.kvs);
     assert_eq!(restored.sessions, sm.sessions);
     assert_eq!(restored.members, sm.members);
@@ -392,7 +392,7 @@ fn a_snapshot_restores_the_same_state() {
     assert_eq!(restored.size_bytes(), sm.size_bytes());
     assert_eq!(restored.snapshot(), image);
     assert_eq!(restored.members()[&4].client_addr, "n4:7070");
-    assert!(StateMachine::restore(b"\xff\xff", 1, Limits::default()).is_err());
+    assert!(StateMachine::restore(b"\xff\xff", 1).is_err());
 }
 
 #[test]
@@ -450,7 +450,7 @@ fn members_are_recorded_started_through_the_log_and_forgotten_when_removed() {
         "only members named are started"
     );
     let image = sm.snapshot();
-    let restored = StateMachine::restore(&image, 3, Limits::default()).unwrap();
+    let restored = StateMachine::restore(&image, 3).unwrap();
     assert!(restored.started(2), "the record survives a snapshot");
     sm.apply(&conf_entry(4, ConfChangeKind::Remove, 2));
     sm.apply(&conf_entry(5, ConfChangeKind::AddLearner, 2));
@@ -469,14 +469,13 @@ fn a_snapshot_with_a_flipped_byte_is_refused_by_restore_and_verify() {
     );
     let image = sm.snapshot();
     assert!(verify_snapshot(&image));
-    assert!(StateMachine::restore(&image, sm.applied(), Limits::default()).is_ok());
+    assert!(StateMachine::restore(&image, sm.applied()).is_ok());
     // Every single flipped bit anywhere in the image (header or body) is caught.
     for at in 0..image.len() {
         let mut bad = image.clone();
         bad[at] ^= 0x10;
         assert!(!verify_snapshot(&bad), "byte {at} flipped passes verify");
-        let err = StateMachine::restore(&bad, sm.applied(), Limits::default())
-            .expect_err("a flipped byte is refused");
+        let err = StateMachine::restore(&bad, sm.applied()).expect_err("a flipped byte is refused");
         let text = err.to_string();
         assert!(
             text.contains("damaged") || text.contains("version"),
@@ -605,4 +604,75 @@ fn refusals_carry_their_kind() {
     assert_eq!(refusal_of(&out[0]), Refusal::Quota);
     assert_eq!(refusal_of(&out[1]), Refusal::None);
     assert_eq!(refusal_of(&out[2]), Refusal::Acknowledged);
+}
+
+fn set_limits(limits: &Limits) -> Command {
+    Command {
+        op: Some(command::Op::SetLimits(limits.to_proto())),
+        ..Command::default()
+    }
+}
+
+#[test]
+fn limits_are_agreed_through_the_log_and_kept_in_snapshots() {
+    let mut sm = StateMachine::new(Limits::default());
+    let small = Limits {
+        quota_bytes: 4,
+        ..Limits::default()
+    };
+    assert_eq!(sm.apply(&entry(1, &set_limits(&small))), None);
+    assert_eq!(sm.limits(), small);
+    let outcomes = apply_all(
+        &mut sm,
+        &[cmd(put("a", "1"), None, 5), cmd(put("b", "22"), None, 6)],
+    );
+    assert_eq!(refusal_of(&outcomes[0]), Refusal::None);
+    assert_eq!(refusal_of(&outcomes[1]), Refusal::Quota);
+    let restored = StateMachine::restore(&sm.snapshot(), sm.applied()).unwrap();
+    assert_eq!(restored.limits(), small);
+}
+
+#[test]
+fn limits_out_of_bounds_are_refused_at_apply_and_the_earlier_ones_stay() {
+    let mut sm = StateMachine::new(Limits::default());
+    let zero_quota = Limits {
+        quota_bytes: 0,
+        ..Limits::default()
+    };
+    let absurd_sessions = Limits {
+        max_sessions: usize::MAX,
+        ..Limits::default()
+    };
+    let absurd_ttl = StateLimits {
+        session_ttl_ms: u64::MAX,
+        ..Limits::default().to_proto()
+    };
+    sm.apply(&entry(1, &set_limits(&zero_quota)));
+    sm.apply(&entry(2, &set_limits(&absurd_sessions)));
+    let cmd = Command {
+        op: Some(command::Op::SetLimits(absurd_ttl)),
+        ..Command::default()
+    };
+    sm.apply(&entry(3, &cmd));
+    assert_eq!(sm.limits(), Limits::default());
+    assert_eq!(
+        zero_quota.check(),
+        Err(BadLimit {
+            limit: Limit::QuotaBytes,
+            value: 0,
+            max: 1 << 40
+        })
+    );
+}
+
+#[test]
+fn an_image_without_limits_restores_with_the_defaults() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(&mut sm, &[cmd(put("a", "1"), None, 5)]);
+    let mut image = StateSnapshot::decode(envelope::open(&sm.snapshot()).unwrap()).unwrap();
+    image.limits = None;
+    let old = envelope::seal(&image.encode_to_vec());
+    let restored = StateMachine::restore(&old, 1).unwrap();
+    assert_eq!(restored.limits(), Limits::default());
+    assert_eq!(restored.get(b"a").unwrap().value, b"1");
 }
