@@ -66,6 +66,9 @@ pub enum Response {
     Retry,
     /// Refused for good: the outcome is unknown to the client.
     Failed,
+    /// Refused when applied (the quota): the write took no effect, and never will (a retry is answered the
+    /// same from the session).
+    Refused,
     /// Refused, not applied: the session holds too many unacknowledged results.
     SessionFull,
     /// Refused: the session was forgotten; the outcome is unknown, and the client needs a new session.
@@ -228,6 +231,7 @@ fn response(err: &NodeError) -> Response {
         | NodeError::ShuttingDown => Response::Retry,
         NodeError::SessionFull(_) => Response::SessionFull,
         NodeError::SessionExpired(_) => Response::SessionExpired,
+        NodeError::QuotaExceeded(_) => Response::Refused,
         _ => Response::Failed,
     }
 }

@@ -222,6 +222,8 @@ pub struct World {
     healed: bool,
     clients: Vec<Client>,
     history: Vec<Operation>,
+    /// Operations of `history` refused when applied: they took no effect, so the checker leaves them out.
+    refused: BTreeSet<usize>,
     /// The value each key was last asked to hold (what conditions expect).
     recent: Vec<Option<u64>>,
     checker: Checker,
@@ -266,6 +268,7 @@ impl World {
             healed: false,
             clients: Vec::new(),
             history: Vec::new(),
+            refused: BTreeSet::new(),
             recent: vec![None; KEYS as usize],
             checker: Checker::default(),
             stats: Stats::default(),
@@ -872,6 +875,11 @@ impl World {
                     self.retry(c, seq);
                 }
             }
+            Response::Refused => {
+                self.trace(|| format!("client {c}: {} refused: not applied", req.op));
+                self.refused.insert(f.index);
+                self.finish(c, seq, true);
+            }
             Response::SessionExpired | Response::Failed => {
                 if resp == Response::SessionExpired {
                     let clients = self.clients.len() as u64;
@@ -896,7 +904,11 @@ impl World {
     }
 
     fn check_history(&mut self) {
-        if let Err(e) = linearizability::check(&self.history) {
+        let history: Vec<Operation> = (self.history.iter().enumerate())
+            .filter(|(i, _)| !self.refused.contains(i))
+            .map(|(_, op)| op.clone())
+            .collect();
+        if let Err(e) = linearizability::check(&history) {
             let text = match e {
                 linearizability::CheckError::NotLinearizable(v) => format!("Linearizability: {v}"),
                 linearizability::CheckError::Budget { keys, steps } => {
