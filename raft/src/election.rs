@@ -148,6 +148,12 @@ impl Raft {
     /// does not list is refused, unless it may be a member this node has not heard of yet: an entry of this
     /// node's uncommitted log adds it, or its log is ahead of this node's.
     fn may_elect(&self, candidate: NodeId, last_log_index: Index, last_log_term: Term) -> bool {
+        // A node that knows no configuration (an empty log waiting to join) is nobody's voter yet. A stale
+        // member whose old configuration still lists this id (removed, then added again with an empty disk)
+        // would otherwise complete a quorum of that old configuration with its vote.
+        if self.conf.voters.is_empty() {
+            return false;
+        }
         if self.conf.contains(candidate) {
             return true;
         }

@@ -227,3 +227,31 @@ fn t4_2_3_a_removed_node_is_not_elected_by_voters_that_applied_its_removal() {
     net.tick_all(60);
     assert!(matches!(net.leader(), Some(1 | 2)), "{:?}", net.leader());
 }
+
+/// A node that joins with an empty log knows no configuration: it grants no vote, not even to a removed
+/// member whose stale configuration lists its id (simulator seed 542: a node removed, then added again with
+/// an empty disk, completed the quorum of a removed member's old configuration).
+#[test]
+fn a_node_with_an_empty_log_grants_no_vote() {
+    let mut raft = Raft::new(Config::new(1), Restore::default()).expect("empty node");
+    for pre_vote in [true, false] {
+        raft.step(Message {
+            from: 2,
+            to: 1,
+            term: 5,
+            body: MessageBody::Vote {
+                pre_vote,
+                last_log_index: 377,
+                last_log_term: 4,
+                transfer: false,
+            },
+        });
+        let ready = raft.ready();
+        let mut msgs = ready.messages.clone();
+        msgs.extend(raft.advance(ready).messages);
+        let granted = msgs
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::VoteResponse { reject: false, .. }));
+        assert!(!granted, "an empty log voted (pre_vote {pre_vote})");
+    }
+}
