@@ -231,8 +231,13 @@ impl<W: Waiters> Replica<W> {
         let last = self.raft.last_index();
         let status = self.raft.status();
         let members = self.state.read().expect("state lock").members().clone();
+        // A learner is caught up once it holds the leader's snapshot (or, before any, an entry) and is within
+        // PROMOTE_MAX_LAG entries: in a short log, "within the lag" alone holds for a learner that holds
+        // nothing yet (simulator seed 499: promoted at match 0, it crashed, and two voters lost their quorum).
+        let holds = self.raft.snapshot().meta.index.max(1);
         let ready = status.peers.iter().find(|p| {
             !p.voter
+                && p.match_index >= holds
                 && p.match_index + PROMOTE_MAX_LAG >= last
                 && members.get(&p.id).is_some_and(|ctx| !ctx.stay_learner)
         });
