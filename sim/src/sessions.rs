@@ -59,7 +59,8 @@ impl SessionMix {
         let late_copy_max_ms = rng.range(300, 2_000);
         // Whichever configuration the log agrees on, a session holds the results of every write in flight.
         let fewest_results = upgraded.map_or(limits.max_results_per_session, |(new, _)| {
-            new.max_results_per_session.min(limits.max_results_per_session)
+            new.max_results_per_session
+                .min(limits.max_results_per_session)
         });
         let in_flight = (rng.range(1, 5) as usize).min(fewest_results);
         SessionMix {

@@ -1294,6 +1294,16 @@ impl World {
             })
     }
 
+    /// The operator is resizing the cluster, or asked to remove a member the leader still lists: the
+    /// configuration about to be in force may be smaller than the one a fault would judge by.
+    fn membership_changing(&self) -> bool {
+        let Some(leader) = self.leader() else {
+            return true;
+        };
+        let conf = self.conf_of(leader);
+        self.resizing.is_some() || self.removed.iter().any(|&id| conf.contains(id))
+    }
+
     /// A member lost its disk and is not back yet.
     fn replacing(&self) -> bool {
         self.nodes.values().any(|n| n.wiped && !n.stopped)
@@ -1326,6 +1336,14 @@ impl World {
         let Some(id) = self.pick(voters) else {
             return;
         };
+        // An operator removes a member only while every voter that stays is up: with one of them down (its
+        // disk may be corrupt, never to come back), the smaller configuration could be left without a quorum.
+        let stays_down = voters
+            .iter()
+            .any(|v| *v != id && self.nodes.get(v).is_none_or(|n| n.server.is_none()));
+        if stays_down {
+            return;
+        }
         let req = replica::Request::RemoveMember { id, waiter: () };
         if self.ask_leader(leader, req) {
             let kept_ms = match self.rng.range(0, 2) {

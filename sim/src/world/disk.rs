@@ -66,7 +66,10 @@ impl World {
     /// `Fault::Corrupt`: a node crashes and one byte flips in a record it had synced and reads at start.
     /// Like a lost disk, only one at a time and where the others are a majority without it.
     pub(super) fn corrupt(&mut self) {
-        if self.replacing() || !self.settled(3) || self.nodes.values().any(|n| n.flipped.is_some())
+        if self.replacing()
+            || self.membership_changing()
+            || !self.settled(3)
+            || self.nodes.values().any(|n| n.flipped.is_some())
         {
             return;
         }

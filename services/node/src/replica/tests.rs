@@ -259,7 +259,9 @@ fn a_follower_slightly_behind_a_compaction_catches_up_from_the_log() {
 #[test]
 fn a_forwarded_read_fails_fast_when_the_leader_changes() {
     let timeout_ticks = 10_000;
-    let mut c = cluster(3, |_, settings| settings.request_timeout_ticks = timeout_ticks);
+    let mut c = cluster(3, |_, settings| {
+        settings.request_timeout_ticks = timeout_ticks
+    });
     c.tick(20);
     assert_eq!(c.replica(1).raft().role(), Role::Leader);
     // Node 2's request for a read index never reaches node 1.
