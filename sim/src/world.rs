@@ -1052,7 +1052,7 @@ impl World {
     fn wipe(&mut self) {
         // And only where the others are a majority without it: three voters or more, every one live, caught
         // up and agreeing on the membership (no change half done).
-        if self.replacing() || !self.settled(3) {
+        if self.replacing() || self.membership_changing() || !self.settled(3) {
             return;
         }
         let ids: Vec<NodeId> = self
