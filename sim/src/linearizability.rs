@@ -1797,6 +1797,7 @@ mod tests {
             success: [None; GROUP_KEYS],
             failure: [None; GROUP_KEYS],
         };
+        #[allow(clippy::needless_range_loop)] // one index into four parallel arrays
         for s in 0..GROUP_KEYS {
             if rng.percent(50) {
                 let current = if rng.percent(80) { state[s] } else { None };
