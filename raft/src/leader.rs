@@ -481,13 +481,10 @@ impl Raft {
         let Some(leaving) = self.leaving else {
             return;
         };
-        let voters: Vec<NodeId> = self.conf.voters.clone();
-        let holds =
-            |id: &NodeId, f: &dyn Fn(&Progress) -> bool| self.progress.get(id).is_some_and(f);
-        if !voters
-            .iter()
-            .all(|v| holds(v, &|p| p.match_index >= leaving.index))
-        {
+        let all_voters = |f: &dyn Fn(&Progress) -> bool| {
+            (self.conf.voters.iter()).all(|v| self.progress.get(v).is_some_and(f))
+        };
+        if !all_voters(&|p| p.match_index >= leaving.index) {
             return;
         }
         match leaving.round {
@@ -499,9 +496,7 @@ impl Raft {
                 });
                 self.need_read_round = true;
             }
-            Some(round) if voters.iter().all(|v| holds(v, &|p| p.read_round >= round)) => {
-                self.hand_over_after_removal()
-            }
+            Some(round) if all_voters(&|p| p.read_round >= round) => self.hand_over_after_removal(),
             Some(_) => {}
         }
     }

@@ -426,7 +426,9 @@ impl<W: Waiters> Replica<W> {
             }
             self.unwritten_commit = None;
             self.write(storage, &ready)?;
-            self.stored_conf = self.raft.conf().clone();
+            if self.raft.conf() != &self.stored_conf {
+                self.stored_conf = self.raft.conf().clone();
+            }
         }
         self.pending = Some((ready, role_change));
         if self.settings.bugs.ack_before_fsync {
