@@ -30,11 +30,21 @@ pub use convert::ConvertError;
 /// Version 1 of the client and cluster API: package `reinado.v1`, generated from `proto/reinado/v1/*.proto`
 /// (`api.proto`: the services; `kv.proto` and `cluster.proto`: their messages; `log.proto`: what the
 /// replicated log and snapshots hold).
-pub mod v1 {
-    // Generated code: its style is prost's and tonic's, not ours.
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("reinado.v1");
+pub use reinado::v1;
+
+/// Package `reinado.v1` at the depth prost's paths expect: the log's `Command` names
+/// `etcdserverpb.TxnRequest`, which prost reaches as `super::super::super::etcdserverpb` from
+/// `reinado::v1::command` (the crate root's `etcdserverpb`, re-exported below).
+pub mod reinado {
+    /// See [`crate::v1`].
+    pub mod v1 {
+        // Generated code: its style is prost's and tonic's, not ours.
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("reinado.v1");
+    }
 }
+
+use etcd::etcdserverpb;
 
 /// Code generated from `proto/reinado/raft/` (the peer protocol).
 pub mod raft {

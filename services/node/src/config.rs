@@ -123,6 +123,16 @@ pub const VARIABLES: &[Variable] = &[
         "The most client sessions kept (at most 10,000,000). A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
     ),
     var(
+        "REINADO_MAX_LEASES",
+        "100000",
+        "The most leases held at once (at most 10,000,000); a grant beyond it is refused. A proposal, agreed through the log: the leader's value wins.",
+    ),
+    var(
+        "REINADO_MAX_KEYS_PER_LEASE",
+        "10000",
+        "The most keys attached to one lease (at most 10,000,000); a put beyond it is refused. A proposal, agreed through the log: the leader's value wins.",
+    ),
+    var(
         "REINADO_WATCH_HISTORY_BYTES",
         "67108864",
         "Bytes of recent changes kept for watches that start in the past (at most 16 GiB). A proposal, agreed through the log: the leader's value wins; set it the same on every member.",
@@ -176,6 +186,8 @@ struct Raw {
     session_ttl_ms: u64,
     max_sessions: usize,
     watch_history_bytes: usize,
+    max_leases: usize,
+    max_keys_per_lease: usize,
     request_timeout_ms: u64,
     max_concurrent_requests: usize,
     shutdown_timeout_ms: u64,
@@ -210,6 +222,8 @@ impl Default for Raw {
             session_ttl_ms: num("REINADO_SESSION_TTL_MS"),
             max_sessions: num("REINADO_MAX_SESSIONS") as usize,
             watch_history_bytes: num("REINADO_WATCH_HISTORY_BYTES") as usize,
+            max_leases: num("REINADO_MAX_LEASES") as usize,
+            max_keys_per_lease: num("REINADO_MAX_KEYS_PER_LEASE") as usize,
             request_timeout_ms: num("REINADO_REQUEST_TIMEOUT_MS"),
             max_concurrent_requests: num("REINADO_MAX_CONCURRENT_REQUESTS") as usize,
             shutdown_timeout_ms: num("REINADO_SHUTDOWN_TIMEOUT_MS"),
@@ -459,6 +473,8 @@ fn state_limits(raw: &Raw) -> Result<Limits, ConfigError> {
         max_sessions: raw.max_sessions,
         max_results_per_session: Limits::default().max_results_per_session,
         history_bytes: raw.watch_history_bytes,
+        max_leases: raw.max_leases,
+        max_keys_per_lease: raw.max_keys_per_lease,
     };
     limits.check().map_err(|e| {
         let name = match e.limit {
@@ -466,6 +482,8 @@ fn state_limits(raw: &Raw) -> Result<Limits, ConfigError> {
             Limit::SessionTtlMs => "REINADO_SESSION_TTL_MS",
             Limit::MaxSessions => "REINADO_MAX_SESSIONS",
             Limit::HistoryBytes => "REINADO_WATCH_HISTORY_BYTES",
+            Limit::MaxLeases => "REINADO_MAX_LEASES",
+            Limit::MaxKeysPerLease => "REINADO_MAX_KEYS_PER_LEASE",
             Limit::MaxResultsPerSession => {
                 unreachable!("the built-in results per session are in bounds")
             }

@@ -112,5 +112,9 @@ pub fn refusal_error(outcome: &WriteOutcome) -> Option<NodeError> {
         Refusal::Quota => Some(NodeError::QuotaExceeded(why)),
         Refusal::SessionFull => Some(NodeError::SessionFull(why)),
         Refusal::SessionExpired => Some(NodeError::SessionExpired(why)),
+        Refusal::LeaseNotFound => Some(NodeError::NotFound(why)),
+        Refusal::LeaseExists => Some(NodeError::FailedPrecondition(why)),
+        Refusal::LeaseLimit => Some(NodeError::QuotaExceeded(why)),
+        Refusal::Compacted | Refusal::FutureRevision => Some(NodeError::Compacted(why)),
     }
 }

@@ -6,9 +6,10 @@
 
 use prost::Message as _;
 use reinado_proto::v1::{
-    Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, MemberAddress,
-    MemberContext, Refusal, RequestId, Session as SessionPb, SessionResult, StateLimits,
-    StateSnapshot, TxnOp, WriteOutcome, command, txn_op,
+    Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, LeaseGrant,
+    LeaseRecord, LeaseRevoke, MemberAddress, MemberContext, Refusal, RequestId,
+    Session as SessionPb, SessionResult, StateLimits, StateSnapshot, TxnOp, WriteOutcome, command,
+    txn_op,
 };
 use reinado_raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -30,6 +31,10 @@ pub struct Limits {
     pub max_results_per_session: usize,
     /// The most bytes of change history kept for watches.
     pub history_bytes: usize,
+    /// The most leases held at once; a grant beyond it is refused.
+    pub max_leases: usize,
+    /// The most keys attached to one lease; a put beyond it is refused.
+    pub max_keys_per_lease: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,8 @@ impl Default for Limits {
             max_sessions: 100_000,
             max_results_per_session: 4096,
             history_bytes: 64 << 20,
+            max_leases: 100_000,
+            max_keys_per_lease: 10_000,
         }
     }
 }
@@ -57,6 +64,10 @@ pub enum Limit {
     MaxResultsPerSession,
     /// [`Limits::history_bytes`].
     HistoryBytes,
+    /// [`Limits::max_leases`].
+    MaxLeases,
+    /// [`Limits::max_keys_per_lease`].
+    MaxKeysPerLease,
 }
 
 /// A limit outside what the state machine accepts: 0, or above its bound.
@@ -74,7 +85,7 @@ pub struct BadLimit {
 impl Limits {
     /// Each limit with its value and the largest the state machine accepts (an absurd value would let one
     /// proposal exhaust every member's memory).
-    fn bounded(&self) -> [(Limit, u64, u64); 5] {
+    fn bounded(&self) -> [(Limit, u64, u64); 7] {
         [
             (Limit::QuotaBytes, self.quota_bytes, 1 << 40),
             (
@@ -89,6 +100,12 @@ impl Limits {
                 1_000_000,
             ),
             (Limit::HistoryBytes, self.history_bytes as u64, 1 << 34),
+            (Limit::MaxLeases, self.max_leases as u64, 10_000_000),
+            (
+                Limit::MaxKeysPerLease,
+                self.max_keys_per_lease as u64,
+                10_000_000,
+            ),
         ]
     }
 
@@ -112,18 +129,25 @@ impl Limits {
             max_sessions: self.max_sessions as u64,
             max_results_per_session: self.max_results_per_session as u64,
             history_bytes: self.history_bytes as u64,
+            max_leases: self.max_leases as u64,
+            max_keys_per_lease: self.max_keys_per_lease as u64,
         }
     }
 
-    /// From the log or a snapshot, checked (counts saturate, so a huge one is refused, not truncated).
+    /// From the log or a snapshot, checked (counts saturate, so a huge one is refused, not truncated). The
+    /// lease limits are 0 in entries and images written before they existed: those get the defaults.
     pub fn from_proto(l: &StateLimits) -> Result<Limits, BadLimit> {
         let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let or_default = |v: u64, default: usize| if v == 0 { default } else { count(v) };
+        let defaults = Limits::default();
         let limits = Limits {
             quota_bytes: l.quota_bytes,
             session_ttl_ms: l.session_ttl_ms,
             max_sessions: count(l.max_sessions),
             max_results_per_session: count(l.max_results_per_session),
             history_bytes: count(l.history_bytes),
+            max_leases: or_default(l.max_leases, defaults.max_leases),
+            max_keys_per_lease: or_default(l.max_keys_per_lease, defaults.max_keys_per_lease),
         };
         limits.check().map(|()| limits)
     }
@@ -136,6 +160,8 @@ struct Record {
     create_revision: u64,
     mod_revision: u64,
     version: u64,
+    /// The lease the key is attached to; 0 for none.
+    lease: i64,
 }
 
 impl Record {
@@ -150,6 +176,7 @@ impl Record {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
+            lease: self.lease,
         }
     }
 }
@@ -380,6 +407,7 @@ pub struct StateMachine {
     sessions: Sessions,
     members: BTreeMap<NodeId, MemberContext>,
     history: History,
+    leases: Leases,
     applied: Index,
     clock_ms: u64,
     limits: Limits,
@@ -402,6 +430,7 @@ impl StateMachine {
                 first_revision: 1,
                 ..History::default()
             },
+            leases: Leases::default(),
             applied: 0,
             clock_ms: 0,
             limits,
@@ -577,6 +606,12 @@ impl StateMachine {
             None | Some(command::Op::MembersStarted(_)) | Some(command::Op::SetLimits(_)) => {
                 return outcome;
             }
+            Some(command::Op::LeaseGrant(grant)) => return self.grant_lease(index, grant),
+            Some(command::Op::LeaseRevoke(revoke)) => return self.revoke_leases(index, revoke),
+            Some(command::Op::EtcdTxn(_)) | Some(command::Op::Compact(_)) => {
+                let why = "this node does not apply etcd writes yet".to_string();
+                return refusal(Refusal::None, why);
+            }
             Some(command::Op::Put(p)) => vec![TxnOp {
                 op: Some(txn_op::Op::Put(p)),
             }],
@@ -610,12 +645,74 @@ impl StateMachine {
         }
         for op in ops {
             match op.op {
-                Some(txn_op::Op::Put(p)) => self.put(index, p.key, p.value),
+                Some(txn_op::Op::Put(p)) => self.put(index, p.key, p.value, 0),
                 Some(txn_op::Op::Delete(d)) => self.delete(index, d.key),
                 None => {}
             }
         }
         outcome
+    }
+
+    /// Grants a lease: the id asked for, or (0) the entry's index or the next free id above it, the same on
+    /// every replica.
+    fn grant_lease(&mut self, index: Index, grant: LeaseGrant) -> WriteOutcome {
+        if self.leases.len() >= self.limits.max_leases {
+            let why = format!(
+                "etcdserver: too many leases: {} are held, the most allowed (REINADO_MAX_LEASES)",
+                self.leases.len()
+            );
+            return refusal(Refusal::LeaseLimit, why);
+        }
+        let id = if grant.id != 0 {
+            grant.id
+        } else {
+            let mut id = i64::try_from(index).unwrap_or(i64::MAX).max(1);
+            while self.leases.contains(id) {
+                id = id.checked_add(1).unwrap_or(1);
+            }
+            id
+        };
+        if id <= 0 || grant.ttl_s <= 0 {
+            let why = format!("lease id {id} and TTL {}s must be positive", grant.ttl_s);
+            return refusal(Refusal::None, why);
+        }
+        if self.leases.contains(id) {
+            let why = "etcdserver: lease already exists".to_string();
+            return refusal(Refusal::LeaseExists, why);
+        }
+        self.leases.grant(id, grant.ttl_s);
+        WriteOutcome {
+            revision: index,
+            lease_id: id,
+            lease_ttl: grant.ttl_s,
+            ..WriteOutcome::default()
+        }
+    }
+
+    /// Revokes leases and deletes their keys at revision `index`. A client's revoke of a lease that does not
+    /// exist is refused; a leader's expiry of one that is gone already (revoked meanwhile) skips it.
+    fn revoke_leases(&mut self, index: Index, revoke: LeaseRevoke) -> WriteOutcome {
+        if !revoke.expired && revoke.ids.iter().any(|&id| !self.leases.contains(id)) {
+            let why = "etcdserver: requested lease not found".to_string();
+            return refusal(Refusal::LeaseNotFound, why);
+        }
+        for id in revoke.ids {
+            let Some(lease) = self.leases.remove(id) else {
+                continue;
+            };
+            for key in lease.keys {
+                self.delete(index, key);
+            }
+        }
+        WriteOutcome {
+            revision: index,
+            ..WriteOutcome::default()
+        }
+    }
+
+    /// The leases, for `Lease.LeaseLeases` and the leader's expiry clock.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// How many bytes `ops` would add (negative if they free space). Keys in one transaction are distinct
@@ -638,16 +735,22 @@ impl StateMachine {
             .sum()
     }
 
-    fn put(&mut self, revision: u64, key: Vec<u8>, value: Vec<u8>) {
+    /// Writes `key` at `revision`, attached to `lease` (0: none; an existing lease, checked by the caller).
+    /// The only way a key is written: it keeps the size, the lease's key set and the history in step.
+    fn put(&mut self, revision: u64, key: Vec<u8>, value: Vec<u8>, lease: i64) {
         let added = (key.len() + value.len()) as u64;
         let record = match self.kvs.remove(&key) {
             Some(old) => {
                 self.size_bytes -= (key.len() + old.value.len()) as u64;
+                if old.lease != lease {
+                    self.leases.detach(old.lease, &key);
+                }
                 Record {
                     value,
                     create_revision: old.create_revision,
                     mod_revision: revision,
                     version: old.version + 1,
+                    lease,
                 }
             }
             None => Record {
@@ -655,8 +758,12 @@ impl StateMachine {
                 create_revision: revision,
                 mod_revision: revision,
                 version: 1,
+                lease,
             },
         };
+        if lease != 0 {
+            self.leases.attach(lease, &key);
+        }
         self.size_bytes += added;
         let event = Event {
             r#type: EventType::Put as i32,
@@ -667,11 +774,13 @@ impl StateMachine {
             .push(revision, event, self.limits.history_bytes);
     }
 
+    /// Deletes `key` at `revision`. The only way a key is deleted (see [`StateMachine::put`]).
     fn delete(&mut self, revision: u64, key: Vec<u8>) {
         let Some(old) = self.kvs.remove(&key) else {
             return;
         };
         self.size_bytes -= (key.len() + old.value.len()) as u64;
+        self.leases.detach(old.lease, &key);
         let event = Event {
             r#type: EventType::Delete as i32,
             kv: Some(KeyValue {
@@ -799,6 +908,12 @@ impl StateMachine {
                 .collect(),
             clock_ms: self.clock_ms,
             limits: Some(self.limits.to_proto()),
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, l)| LeaseRecord { id, ttl_s: l.ttl_s })
+                .collect(),
+            compact_revision: 0,
         };
         envelope::seal(&image.encode_to_vec())
     }
@@ -813,13 +928,18 @@ impl StateMachine {
             .as_ref()
             .and_then(|l| Limits::from_proto(l).ok());
         let mut sm = StateMachine::new(limits.unwrap_or_default());
+        for l in &image.leases {
+            sm.leases.grant(l.id, l.ttl_s);
+        }
         for kv in image.kvs {
+            sm.leases.attach(kv.lease, &kv.key);
             sm.size_bytes += (kv.key.len() + kv.value.len()) as u64;
             let record = Record {
                 value: kv.value,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
                 version: kv.version,
+                lease: kv.lease,
             };
             sm.kvs.insert(kv.key, record);
         }
@@ -849,6 +969,9 @@ impl StateMachine {
 }
 
 mod envelope;
+mod leases;
+
+pub use leases::{Lease, Leases};
 
 #[cfg(test)]
 mod tests;

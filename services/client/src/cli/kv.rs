@@ -270,6 +270,31 @@ fn describe(entry: &LogEntryResponse) -> (Value, String) {
                         l.history_bytes
                     ),
                 ),
+                Some(Op::LeaseGrant(g)) => (
+                    json!({"lease_grant": {"id": g.id, "ttl_s": g.ttl_s}}),
+                    format!("lease grant {:x} TTL {}s{id}", g.id, g.ttl_s),
+                ),
+                Some(Op::LeaseRevoke(r)) => (
+                    json!({"lease_revoke": {"ids": r.ids, "expired": r.expired}}),
+                    format!(
+                        "lease {} {:x?}{id}",
+                        if r.expired { "expiry" } else { "revoke" },
+                        r.ids
+                    ),
+                ),
+                Some(Op::EtcdTxn(t)) => (
+                    json!({"etcd_txn": {"compares": t.compare.len(), "success": t.success.len(), "failure": t.failure.len()}}),
+                    format!(
+                        "etcd txn: {} comparisons, {} then-operations, {} else-operations{id}",
+                        t.compare.len(),
+                        t.success.len(),
+                        t.failure.len()
+                    ),
+                ),
+                Some(Op::Compact(c)) => (
+                    json!({"compact": {"revision": c.revision}}),
+                    format!("compact history up to revision {}{id}", c.revision),
+                ),
                 None => (json!({"command": null}), "empty command".to_string()),
             }
         }
