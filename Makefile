@@ -106,6 +106,7 @@ sim-bugs: ## Prove the simulator's checkers catch each deliberately injected bug
 	$(SIM_RUN) --bug torn-txn --expect-violation --seeds 5
 	$(SIM_RUN) --bug retry-failed-fsync --expect-violation --seeds 30
 	$(SIM_RUN) --bug skip-record-checksum --expect-violation --seeds 10
+	$(SIM_RUN) --bug expire-without-extension --expect-violation --seeds 50
 
 sim: ## Run the simulator: SEEDS=N SEED_START=S, or SEED=S [VERBOSE=1] to replay one seed.
 ifneq ($(strip $(SEED)),)

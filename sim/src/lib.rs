@@ -8,7 +8,8 @@
 //! fsynced; disk calls that fail (EIO, ENOSPC) and bytes that flip in synced records; membership changes,
 //! leadership transfers and snapshots during all of that (down to a single voter, with removed nodes kept
 //! running); and clients with several operations in flight issuing put/get/delete/compare-and-swap,
-//! multi-key transactions and atomic reads of a group of keys, with unique request ids. A seed reproduces a
+//! multi-key transactions and atomic reads of a group of keys, with unique request ids; and lease holders
+//! that grant leases, attach keys and keep them alive or let them lapse, on clocks that drift. A seed reproduces a
 //! whole run, so a failure is replayed with `make sim SEED=<seed> VERBOSE=1`.
 //!
 //! Each run has two phases: safety under faults, then liveness after healing (a leader is elected, every
@@ -24,10 +25,13 @@
 //! - `sessions.rs`: the session limits and client acknowledgement habits drawn for each seed.
 //! - `checker.rs`: Election Safety, Log Matching, Leader Completeness, State Machine Safety.
 //! - `linearizability.rs`: the linearizability checker for the client history.
+//! - `leases.rs`: the lease checker (no lease runs out before its TTL on the renewing leader's clock).
+//! - `world/leases.rs`: the lease holders: grant, put a key under the lease, keep it alive, let it lapse.
 //! - `bin/reinado-sim.rs`: the command line (`make sim`).
 
 pub mod checker;
 pub mod faults;
+pub mod leases;
 pub mod linearizability;
 pub mod node;
 pub mod sessions;

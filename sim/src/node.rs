@@ -11,9 +11,10 @@ use reinado_node::config::Start;
 use reinado_node::error::NodeError;
 use reinado_node::replica::{self, Answer, Output, Replica, ReplicaError, Settings, Waiters};
 use reinado_node::state::{Limits, RangeQuery, StateMachine};
+use reinado_proto::etcd::etcdserverpb as etcd;
 use reinado_proto::v1::{
-    Command, Compare, CompareOp, CompareTarget, RequestId, TxnDelete, TxnOp, TxnPut, TxnRequest,
-    WriteOutcome, command, txn_op,
+    Command, Compare, CompareOp, CompareTarget, LeaseGrant, RequestId, TxnDelete, TxnOp, TxnPut,
+    TxnRequest, WriteOutcome, command, txn_op,
 };
 use reinado_raft::{Index, Message, NodeId, Raft};
 use reinado_storage::{DiskStorage, FaultyFs, Options, StorageBugs};
@@ -79,10 +80,72 @@ pub enum Response {
 pub struct SimWaiters;
 
 impl Waiters for SimWaiters {
-    type Write = Request;
-    type Read = Request;
+    type Write = Waiter;
+    type Read = Waiter;
     type Members = ();
     type Leader = ();
+}
+
+/// Who waits for a write or a read point: a key-value client, or a lease holder.
+#[derive(Clone, Copy, Debug)]
+pub enum Waiter {
+    /// A key-value client's request.
+    Kv(Request),
+    /// A lease holder's request.
+    Lease(LeaseRequest),
+}
+
+/// A node's answer, to whom it goes.
+pub enum Reply {
+    /// To a key-value client.
+    Kv(Request, Response),
+    /// To a lease holder.
+    Lease(LeaseRequest, LeaseResponse),
+}
+
+/// What a lease holder asks of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The holder (0-based).
+    pub holder: u64,
+    /// The holder's number for this request, to match answers.
+    pub seq: u64,
+    /// What to do.
+    pub op: LeaseOp,
+}
+
+/// A lease holder's operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Grant a lease with this TTL (seconds).
+    Grant { ttl_s: i64 },
+    /// Put the holder's key under the lease.
+    Put { lease: i64, key: u64 },
+    /// Renew the lease; `at` and `ttl_s` are filled by the node: when (simulated time) it renewed it, for
+    /// how long.
+    Renew { lease: i64, at: u64, ttl_s: i64 },
+}
+
+/// A node's answer to a lease holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseResponse {
+    /// Granted: the lease and its TTL.
+    Granted { lease: i64, ttl_s: i64 },
+    /// The key is written under the lease.
+    Put,
+    /// Renewed at `at` on `node`, and the leadership confirmed after it.
+    Renewed { ttl_s: i64, node: NodeId, at: u64 },
+    /// The lease does not exist (ran out, or revoked).
+    NotFound,
+    /// Refused for good when applied (the quota, a limit): the holder gives up on this lease.
+    Refused,
+    /// Not served; try again (on the given node, if known).
+    Retry(Option<NodeId>),
+}
+
+/// The key a lease holder writes under its lease.
+pub fn lease_key(key: u64) -> Vec<u8> {
+    format!("lease/{key:04}").into_bytes()
 }
 
 /// The key a client key number stands for (zero-padded, so that a group's keys are one range).
@@ -236,6 +299,19 @@ fn response(err: &NodeError) -> Response {
     }
 }
 
+fn lease_response(err: &NodeError) -> LeaseResponse {
+    match err {
+        NodeError::NotLeader { id, .. } => LeaseResponse::Retry(Some(*id)),
+        NodeError::NotFound(_) => LeaseResponse::NotFound,
+        NodeError::NoLeader
+        | NodeError::LeadershipLost
+        | NodeError::Unavailable(_)
+        | NodeError::Timeout(_)
+        | NodeError::ShuttingDown => LeaseResponse::Retry(None),
+        _ => LeaseResponse::Refused,
+    }
+}
+
 /// One running node.
 pub struct SimNode {
     /// The node's replica.
@@ -310,16 +386,95 @@ impl SimNode {
     /// A client request: writes are proposed, reads ask for a read index.
     pub fn request(&mut self, req: Request, time_ms: u64, out: &mut Output<SimWaiters>) {
         let req = match req.op {
-            KvOp::Get { .. } | KvOp::ReadGroup { .. } => {
-                replica::Request::ReadIndex { waiter: req }
-            }
+            KvOp::Get { .. } | KvOp::ReadGroup { .. } => replica::Request::ReadIndex {
+                waiter: Waiter::Kv(req),
+            },
             _ => replica::Request::Write {
                 data: encode_write(&req, time_ms),
                 span: tracing::Span::none(),
-                waiter: req,
+                waiter: Waiter::Kv(req),
             },
         };
         self.replica.request(req, out);
+    }
+
+    /// A lease holder's request, at simulated time `now` and `clock_ms` on this node's clock. A renewal is
+    /// made at once and answered once a read index confirmed the leadership after it; an immediate refusal
+    /// is returned.
+    pub fn request_lease(
+        &mut self,
+        mut req: LeaseRequest,
+        (now, clock_ms): (u64, u64),
+        out: &mut Output<SimWaiters>,
+    ) -> Option<LeaseResponse> {
+        let op = match req.op {
+            LeaseOp::Grant { ttl_s } => command::Op::LeaseGrant(LeaseGrant { id: 0, ttl_s }),
+            LeaseOp::Put { lease, key } => command::Op::EtcdTxn(etcd::TxnRequest {
+                success: vec![etcd::RequestOp {
+                    request: Some(etcd::request_op::Request::RequestPut(etcd::PutRequest {
+                        key: lease_key(key),
+                        value: req.seq.to_le_bytes().to_vec(),
+                        lease,
+                        ..etcd::PutRequest::default()
+                    })),
+                }],
+                ..etcd::TxnRequest::default()
+            }),
+            LeaseOp::Renew { lease, .. } => {
+                let ttl_s = match self.replica.renew_lease(lease, clock_ms) {
+                    Ok(ttl_s) => ttl_s,
+                    Err(e) => return Some(lease_response(&e)),
+                };
+                req.op = LeaseOp::Renew {
+                    lease,
+                    at: now,
+                    ttl_s,
+                };
+                let waiter = Waiter::Lease(req);
+                self.replica
+                    .request(replica::Request::ReadIndex { waiter }, out);
+                return None;
+            }
+        };
+        let data = Command {
+            request_id: None,
+            time_ms: now,
+            op: Some(op),
+        }
+        .encode_to_vec();
+        let write = replica::Request::Write {
+            data,
+            span: tracing::Span::none(),
+            waiter: Waiter::Lease(req),
+        };
+        self.replica.request(write, out);
+        None
+    }
+
+    /// True if every key attached to a lease names one that exists.
+    pub fn lease_keys_consistent(&self) -> Result<(), String> {
+        let sm = self.replica.state().read().expect("state lock");
+        let all = etcd::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..etcd::RangeRequest::default()
+        };
+        let kvs = sm
+            .etcd_range(&all, usize::MAX)
+            .map_err(|e| e.to_string())?
+            .kvs;
+        match kvs
+            .iter()
+            .find(|kv| kv.lease != 0 && !sm.leases().contains(kv.lease))
+        {
+            Some(kv) => Err(format!(
+                "Lease: n{} holds key {} attached to lease {:x}, which no longer exists",
+                self.id(),
+                String::from_utf8_lossy(&kv.key),
+                kv.lease
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Deliberate bug: answers a read from local state, without a read index.
@@ -328,23 +483,41 @@ impl SimNode {
     }
 
     /// Turns the replica's answers into client responses.
-    pub fn responses(&self, answers: Vec<Answer<SimWaiters>>) -> Vec<(Request, Response)> {
+    pub fn responses(&self, answers: Vec<Answer<SimWaiters>>) -> Vec<Reply> {
         let mut responses = Vec::with_capacity(answers.len());
         for answer in answers {
-            match answer {
-                Answer::Write(req, Ok(outcome)) => {
-                    let output = write_output(&req.op, &outcome);
-                    responses.push((req, Response::Ok(output)));
+            let reply = match answer {
+                Answer::Write(Waiter::Kv(req), Ok(outcome)) => {
+                    Reply::Kv(req, Response::Ok(write_output(&req.op, &outcome)))
                 }
-                Answer::Write(req, Err(e)) | Answer::Read(req, Err(e)) => {
-                    responses.push((req, response(&e)))
+                Answer::Write(Waiter::Kv(req), Err(e)) | Answer::Read(Waiter::Kv(req), Err(e)) => {
+                    Reply::Kv(req, response(&e))
                 }
-                Answer::Read(req, Ok(_)) => {
-                    let output = self.read(&req.op);
-                    responses.push((req, Response::Ok(output)));
+                Answer::Read(Waiter::Kv(req), Ok(_)) => {
+                    Reply::Kv(req, Response::Ok(self.read(&req.op)))
                 }
-                Answer::Members(..) | Answer::Leader(..) => {}
-            }
+                Answer::Write(Waiter::Lease(req), Ok(outcome)) => {
+                    let resp = match req.op {
+                        LeaseOp::Grant { .. } => LeaseResponse::Granted {
+                            lease: outcome.lease_id,
+                            ttl_s: outcome.lease_ttl,
+                        },
+                        _ => LeaseResponse::Put,
+                    };
+                    Reply::Lease(req, resp)
+                }
+                Answer::Read(Waiter::Lease(req), Ok(_)) => {
+                    let LeaseOp::Renew { at, ttl_s, .. } = req.op else {
+                        unreachable!("only renewals wait for a read point")
+                    };
+                    let node = self.id();
+                    Reply::Lease(req, LeaseResponse::Renewed { ttl_s, node, at })
+                }
+                Answer::Write(Waiter::Lease(req), Err(e))
+                | Answer::Read(Waiter::Lease(req), Err(e)) => Reply::Lease(req, lease_response(&e)),
+                Answer::Members(..) | Answer::Leader(..) => continue,
+            };
+            responses.push(reply);
         }
         responses
     }

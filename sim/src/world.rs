@@ -8,7 +8,7 @@ use crate::faults::{Fault, FaultMix, Profile};
 use crate::linearizability::{
     self, Cond, GROUP_KEYS, Group, KvOp, Operation, Txn, Write, group_of, key_at,
 };
-use crate::node::{Request, Response, SimNode, SimWaiters};
+use crate::node::{Reply, Request, Response, SimNode, SimWaiters};
 use crate::sessions::{ClientSession, SessionMix};
 use reinado_node::config::Start;
 use reinado_node::error::NodeError;
@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 mod disk;
+mod leases;
 
 /// Milliseconds between two ticks of a node (each node's clock runs a little fast or slow).
 const TICK_MS: u64 = 10;
@@ -92,6 +93,10 @@ pub struct Stats {
     pub messages: u64,
     /// Entries committed.
     pub committed: u64,
+    /// Lease expiries checked against the holders' acknowledged renewals.
+    pub lease_expiries: u64,
+    /// The smallest margin by which a lease outlived its TTL on the renewing node's clock, in milliseconds.
+    pub lease_min_margin_ms: Option<u64>,
 }
 
 /// The result of one run.
@@ -130,6 +135,23 @@ enum Event {
     Resize,
     CheckLogs,
     CheckConverged,
+    /// A lease holder's next move.
+    HolderStep(u64),
+    /// (holder, request number): no answer in time.
+    HolderTimeout(u64, u64),
+    /// A holder sends an operation again after a refusal.
+    HolderRetry(u64, crate::node::LeaseOp),
+    /// A lease holder's request reaching a node.
+    LeaseToNode(NodeId, crate::node::LeaseRequest),
+    /// A node's answer reaching a holder: (request, answer, the node, when it answered).
+    LeaseAnswer(
+        Box<(
+            crate::node::LeaseRequest,
+            crate::node::LeaseResponse,
+            NodeId,
+            u64,
+        )>,
+    ),
 }
 
 struct Scheduled {
@@ -164,6 +186,8 @@ struct Node {
     /// Bumped at each restart, so the ticks and fsyncs of an earlier life are ignored.
     incarnation: u64,
     tick_ms: u64,
+    /// How fast its clock runs, in parts per million (negative: slow).
+    clock_ppm: i64,
     stopped: bool,
     /// The process is paused until then: what reaches it waits.
     paused_until: u64,
@@ -235,6 +259,8 @@ pub struct World {
     resizing: Option<Resize>,
     /// Nodes the operator removed for good (not a lost disk's replacement, which joins again).
     removed: BTreeSet<NodeId>,
+    holders: Vec<leases::Holder>,
+    leases: crate::leases::LeaseChecker,
 }
 
 /// The operator's resize episode: remove voters down to one, then add members back up to three voters.
@@ -277,6 +303,8 @@ impl World {
             converged: false,
             resizing: None,
             removed: BTreeSet::new(),
+            holders: Vec::new(),
+            leases: crate::leases::LeaseChecker::default(),
             rng,
             cfg,
         };
@@ -299,6 +327,7 @@ impl World {
                 world.schedule(at, Event::ClientStart(c));
             }
         }
+        world.start_holders();
         let first_fault = world.mix.fault_interval_ms;
         world.schedule(first_fault, Event::Fault);
         world.schedule(100, Event::CheckLogs);
@@ -342,6 +371,9 @@ impl World {
 
     fn add_node(&mut self, id: NodeId, start: Start) {
         let tick_ms = TICK_MS - 1 + self.rng.range(0, 3);
+        // Clocks drift by up to half a percent: far more than a real clock's, far less than the election
+        // timeout's share of a lease's TTL (the leeway a new leader gives every lease).
+        let clock_ppm = self.rng.range(0, 10_001) as i64 - 5_000;
         let fs = FaultyFs::new(self.rng.next_u64());
         let cfg = self.raft_config(id);
         let settings = self.settings(id, &start);
@@ -356,6 +388,7 @@ impl World {
                 start,
                 incarnation: 0,
                 tick_ms,
+                clock_ppm,
                 stopped: false,
                 paused_until: 0,
                 led_term: 0,
@@ -413,6 +446,8 @@ impl World {
         if self.violation.is_none() {
             self.check_history();
         }
+        self.stats.lease_expiries = self.leases.expiries;
+        self.stats.lease_min_margin_ms = self.leases.min_margin_ms;
         Report {
             seed: self.cfg.seed,
             violation: self.violation,
@@ -462,6 +497,14 @@ impl World {
             Event::Resize => self.resize(),
             Event::CheckLogs => self.check_logs(),
             Event::CheckConverged => self.check_converged(),
+            Event::HolderStep(h) => self.holder_step(h),
+            Event::HolderTimeout(h, seq) => self.on_holder_timeout(h, seq),
+            Event::HolderRetry(h, op) => self.holder_retry(h, op),
+            Event::LeaseToNode(id, req) => self.on_lease_request(id, req),
+            Event::LeaseAnswer(answer) => {
+                let (req, resp, node, at) = *answer;
+                self.on_lease_answer(req, resp, (node, at));
+            }
         }
         self.check_stopped_after_disk_error();
     }
@@ -474,7 +517,8 @@ impl World {
             return;
         }
         let tick_ms = node.tick_ms;
-        self.with_server(id, None, |s, out| s.replica.tick(out));
+        let clock = self.clock(id);
+        self.with_server(id, None, |s, out| s.replica.tick_at(clock, out));
         self.schedule(tick_ms, Event::Tick(id, incarnation));
     }
 
@@ -535,6 +579,7 @@ impl World {
         incarnation: Option<u64>,
         f: impl FnOnce(&mut SimNode, &mut Output<SimWaiters>),
     ) {
+        let clock = self.clock(id);
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
@@ -544,6 +589,7 @@ impl World {
         let Some(server) = node.server.as_mut() else {
             return;
         };
+        server.replica.advance_clock(clock);
         let mut out = Output::default();
         f(server, &mut out);
         let sync_needed = match server.write_ready(&mut out) {
@@ -581,6 +627,7 @@ impl World {
                 self.fail(v);
             }
         }
+        self.check_expiries(&out.applied_entries);
         self.stats.committed = self.stats.committed.max(self.checker.max_committed());
         for m in out.messages {
             self.send(m);
@@ -589,9 +636,13 @@ impl World {
             Some(s) => s.responses(out.answers),
             None => Vec::new(),
         };
-        for (req, resp) in replies {
+        for reply in replies {
             let delay = self.rng.range(1, 4);
-            self.schedule(delay, Event::ToClient(Box::new((req, resp))));
+            let event = match reply {
+                Reply::Kv(req, resp) => Event::ToClient(Box::new((req, resp))),
+                Reply::Lease(req, resp) => Event::LeaseAnswer(Box::new((req, resp, id, self.now))),
+            };
+            self.schedule(delay, event);
         }
         if sync_needed {
             let delay = self.rng.range(0, self.mix.fsync_max_ms + 1);
@@ -1514,8 +1565,19 @@ impl World {
         let Some(leader) = self.leader() else { return };
         let lead = self.nodes[&leader].server.as_ref().expect("live");
         let status = lead.raft().status();
-        let busy = self.clients.iter().any(|c| !c.in_flight.is_empty());
+        let busy = self.clients.iter().any(|c| !c.in_flight.is_empty()) || self.holders_busy();
         if status.commit != status.last_index || busy {
+            return;
+        }
+        // Every lease ran out or was revoked (the holders stopped at healing), with its keys.
+        if !lead
+            .replica
+            .state()
+            .read()
+            .expect("state lock")
+            .leases()
+            .is_empty()
+        {
             return;
         }
         let image = lead.state_image();

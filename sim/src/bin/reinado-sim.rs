@@ -140,7 +140,7 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 10] = [
+const BUGS: [&str; 11] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
@@ -151,6 +151,7 @@ const BUGS: [&str; 10] = [
     "torn-txn",
     "retry-failed-fsync",
     "skip-record-checksum",
+    "expire-without-extension",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -170,6 +171,7 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("torn-txn") => cfg.replica_bugs.torn_txn = true,
         Some("retry-failed-fsync") => cfg.storage_bugs.retry_failed_sync = true,
         Some("skip-record-checksum") => cfg.storage_bugs.skip_record_checksum = true,
+        Some("expire-without-extension") => cfg.replica_bugs.expire_without_extension = true,
         _ => {}
     }
     cfg
@@ -228,6 +230,15 @@ fn print_summary(reports: &[Report], elapsed: Option<f64>) {
         percentile(&recovery, 0.5),
         percentile(&recovery, 0.99),
         recovery.last().copied().unwrap_or(0)
+    );
+    let margin = reports
+        .iter()
+        .filter_map(|r| r.stats.lease_min_margin_ms)
+        .min();
+    println!(
+        "lease expiries checked: {}; least time past the TTL on the renewing node's clock: {}",
+        sum(|r| r.stats.lease_expiries),
+        margin.map_or("none".to_string(), |m| format!("{m} ms"))
     );
 }
 

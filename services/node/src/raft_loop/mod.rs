@@ -250,6 +250,7 @@ impl RaftLoop {
                 }
                 _ = inputs.shutdown.changed() => break Ok(()),
             }
+            self.replica.advance_clock(self.now_ms());
             if let Err(e) = self.drive(&mut out) {
                 break Err(e);
             }

@@ -1,7 +1,7 @@
 //! Leases as the replica serves them: the leader's clock runs them out (see `lessor`), keep-alives renew
 //! them, time-to-live reads them.
 
-use super::lessor::{self, MAX_EXPIRED_PER_ENTRY};
+use super::lessor;
 use super::{Replica, Waiters};
 use crate::error::NodeError;
 use prost::Message as _;
@@ -67,7 +67,6 @@ impl<W: Waiters> Replica<W> {
                 }
             }
         }
-        debug_assert!(count <= MAX_EXPIRED_PER_ENTRY);
     }
 
     /// Renews lease `id` at `now_ms` on this node's clock; returns its TTL in seconds. Only the leader with
@@ -109,13 +108,13 @@ impl<W: Waiters> Replica<W> {
     /// Leases are renewed and read on the leader, once its clock runs.
     fn require_lease_clock(&self) -> Result<(), NodeError> {
         if self.raft.role() != Role::Leader {
-            let leader = self.raft.status().leader;
-            return Err(match leader.and_then(|l| self.announced_client.get(&l)) {
-                Some(addr) if leader != Some(self.settings.id) => NodeError::NotLeader {
-                    id: leader.expect("matched"),
-                    addr: addr.clone(),
+            let leader = self.raft.status().leader.filter(|&l| l != self.settings.id);
+            return Err(match leader {
+                Some(id) => NodeError::NotLeader {
+                    id,
+                    addr: self.announced_client.get(&id).cloned().unwrap_or_default(),
                 },
-                _ => NodeError::NoLeader,
+                None => NodeError::NoLeader,
             });
         }
         if !self.lessor.running() {

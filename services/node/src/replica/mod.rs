@@ -367,9 +367,16 @@ impl<W: Waiters> Replica<W> {
         self.tick_at(now, out);
     }
 
+    /// Tells the replica the time on this node's monotonic clock (it never goes back). A driver with a clock
+    /// calls it before every input, so that a lease granted when an entry is applied runs from then, not
+    /// from the last tick.
+    pub fn advance_clock(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     /// One tick of time, at `now_ms` on this node's monotonic clock (never going back).
     pub fn tick_at(&mut self, now_ms: u64, out: &mut Output<W>) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_clock(now_ms);
         self.raft.tick();
         self.ticks += 1;
         self.expire_reads(out);
