@@ -68,10 +68,10 @@
 //!
 //! # Layout
 //!
-//! Public types and [`check`] / [`check_with`] first; then the model ([`apply_op`]), a partition's
+//! Public types and [`check`] / [`check_without`] / [`check_with`] first; then the model ([`apply_op`]), a partition's
 //! preparation, the entry list, the search, the explanation of a violation, and the tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -384,20 +384,37 @@ pub struct Violation {
 /// If an operation with a known output has `call >= ret`, or its output is not of its op's
 /// variant: both are bugs in the simulator, not in the system under test.
 pub fn check(history: &[Operation]) -> Result<(), CheckError> {
-    check_with(history, &CheckConfig::default())
+    check_with(history, &BTreeSet::new(), &CheckConfig::default())
 }
 
-/// Checks that `history` is linearizable, partition by partition in ascending order of their lowest
-/// key, and returns the first partition that is not (or whose search ran out of budget).
+/// Checks `history` with the default [`CheckConfig`], leaving out the operations at the indices in
+/// `left_out`: writes the system refused, which took no effect. A violation names operations by their
+/// index in the whole `history`.
+///
+/// # Panics
+///
+/// As [`check`], for the operations not left out.
+pub fn check_without(history: &[Operation], left_out: &BTreeSet<usize>) -> Result<(), CheckError> {
+    check_with(history, left_out, &CheckConfig::default())
+}
+
+/// Checks that `history`, but for the operations at the indices in `left_out`, is linearizable,
+/// partition by partition in ascending order of their lowest key, and returns the first partition that is
+/// not (or whose search ran out of budget).
 ///
 /// # Panics
 ///
 /// As [`check`].
-pub fn check_with(history: &[Operation], config: &CheckConfig) -> Result<(), CheckError> {
-    for (index, operation) in history.iter().enumerate() {
-        validate(index, operation);
+pub fn check_with(
+    history: &[Operation],
+    left_out: &BTreeSet<usize>,
+    config: &CheckConfig,
+) -> Result<(), CheckError> {
+    let kept = || (0..history.len()).filter(|i| !left_out.contains(i));
+    for index in kept() {
+        validate(index, &history[index]);
     }
-    let considered = (0..history.len()).filter(|&i| {
+    let considered = kept().filter(|&i| {
         let operation = &history[i];
         // Reads of unknown outcome constrain nothing.
         operation.output.is_some() || !operation.op.is_read()
@@ -1534,6 +1551,21 @@ mod tests {
         assert_eq!(violation.stuck, vec![3]);
     }
 
+    /// A write the system refused took no effect: left out, a read that saw it is a violation (where the
+    /// same write of unknown outcome could have taken effect), named by its index in the whole history.
+    #[test]
+    fn a_left_out_write_cannot_explain_a_read() {
+        let refused_put = unknown(1, 0, KvOp::Put { key: 1, value: 6 });
+        let history = [refused_put, get(2, 10, 11, 1, Some(6))];
+        assert_eq!(check(&history), Ok(()));
+        let refused = BTreeSet::from([0]);
+        let Err(CheckError::NotLinearizable(violation)) = check_without(&history, &refused) else {
+            panic!("a read of a refused write is accepted");
+        };
+        assert_eq!(violation.ops.len(), 1, "only the read is considered");
+        assert_eq!(violation.stuck, vec![1]);
+    }
+
     #[test]
     fn unknown_operations_chain_and_unknown_reads_are_ignored() {
         let history = [
@@ -1613,7 +1645,7 @@ mod tests {
             max_steps_per_key: 3,
         };
         assert!(matches!(
-            check_with(&history, &config),
+            check_with(&history, &BTreeSet::new(), &config),
             Err(CheckError::Budget { steps: 3, .. })
         ));
     }

@@ -956,11 +956,7 @@ impl World {
     }
 
     fn check_history(&mut self) {
-        let history: Vec<Operation> = (self.history.iter().enumerate())
-            .filter(|(i, _)| !self.refused.contains(i))
-            .map(|(_, op)| op.clone())
-            .collect();
-        if let Err(e) = linearizability::check(&history) {
+        if let Err(e) = linearizability::check_without(&self.history, &self.refused) {
             let text = match e {
                 linearizability::CheckError::NotLinearizable(v) => format!("Linearizability: {v}"),
                 linearizability::CheckError::Budget { keys, steps } => {

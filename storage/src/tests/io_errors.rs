@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use super::support::*;
-use crate::{FaultyFs, FileSystem, IoCall, IoFault, Options, StorageBugs, StorageError};
+use crate::{
+    FaultyFs, FileSystem, IoCall, IoFault, Options, StorageBugs, StorageError, WritableFile,
+};
 
 fn file(name: &str) -> PathBuf {
     dir().join(name)
@@ -68,10 +70,8 @@ fn a_failed_write_may_leave_a_prefix() {
     assert!(lengths.len() > 5, "prefixes of many lengths: {lengths:?}");
 }
 
-/// "fsyncgate": the bytes a failed fsync was to write stay visible but are not durable, and a later fsync
-/// that succeeds does not write them either: the disk holds a hole of zeros under later data.
-#[test]
-fn a_failed_fsync_loses_its_bytes_even_after_a_later_fsync() {
+/// A durable file `wal` holding `AAAA` (synced), then `BBBB` whose fsync failed with `fault`.
+fn wal_after_a_failed_fsync(fault: IoFault) -> (FaultyFs, PathBuf, Box<dyn WritableFile>) {
     let fs = fs_with_dir();
     let path = file("wal");
     let mut f = fs.create(&path).expect("create");
@@ -79,8 +79,16 @@ fn a_failed_fsync_loses_its_bytes_even_after_a_later_fsync() {
     f.write_all(b"AAAA").expect("write");
     f.sync_data().expect("sync");
     f.write_all(b"BBBB").expect("write");
-    fs.fail_call(IoCall::SyncData, 0, IoFault::Eio);
+    fs.fail_call(IoCall::SyncData, 0, fault);
     f.sync_data().expect_err("the fsync fails");
+    (fs, path, f)
+}
+
+/// "fsyncgate": the bytes a failed fsync was to write stay visible but are not durable, and a later fsync
+/// that succeeds does not write them either: the disk holds a hole of zeros under later data.
+#[test]
+fn a_failed_fsync_loses_its_bytes_even_after_a_later_fsync() {
+    let (fs, path, mut f) = wal_after_a_failed_fsync(IoFault::Eio);
     assert_eq!(fs.read(&path).expect("read"), b"AAAABBBB", "still visible");
     assert_eq!(fs.unsynced_len(&path), Some(4), "not durable");
     f.write_all(b"CCCC").expect("write");
@@ -92,15 +100,7 @@ fn a_failed_fsync_loses_its_bytes_even_after_a_later_fsync() {
 
 #[test]
 fn a_failed_fsync_then_a_crash_keeps_at_most_a_prefix() {
-    let fs = fs_with_dir();
-    let path = file("wal");
-    let mut f = fs.create(&path).expect("create");
-    fs.sync_dir(dir()).expect("sync_dir");
-    f.write_all(b"AAAA").expect("write");
-    f.sync_data().expect("sync");
-    f.write_all(b"BBBB").expect("write");
-    fs.fail_call(IoCall::SyncData, 0, IoFault::NoSpace);
-    f.sync_data().expect_err("the fsync fails");
+    let (fs, path, _f) = wal_after_a_failed_fsync(IoFault::NoSpace);
     fs.crash_with(&mut |_, _| 0, 0);
     assert_eq!(fs.read(&path).expect("read"), b"AAAA");
 }

@@ -14,7 +14,8 @@
 //! ## Layout
 //! - `mod.rs`: the requests the loop serves, the loop itself, the Ready cycle over the WAL.
 //! - `observe.rs`: role changes: the published view, health, election and leader-change spans.
-//! - `tests.rs`: the loop over a fault-injecting disk: a failed fsync stops it and acknowledges nothing.
+//! - `tests.rs`: the loop over a fault-injecting disk: a failed fsync stops it and acknowledges nothing, and
+//!   one during the shutdown hand-over is returned.
 
 mod observe;
 

@@ -27,6 +27,34 @@ struct TestNode {
     storage: DiskStorage,
     /// Every answer the replica gave, in order.
     answers: Vec<Answer<TestWaiters>>,
+    /// The in-memory disk under `storage`: what a restart reopens.
+    fs: FaultyFs,
+    /// The core's configuration, to start it again on a restart.
+    cfg: reinado_raft::Config,
+}
+
+impl TestNode {
+    /// Opens the node's storage on `fs` and starts a replica from what it recovered (bootstrapping an empty
+    /// disk with `peers`).
+    fn start(
+        fs: FaultyFs,
+        cfg: reinado_raft::Config,
+        settings: Settings,
+        peers: &BTreeMap<NodeId, String>,
+    ) -> TestNode {
+        let (storage, recovered) =
+            DiskStorage::open_with(Arc::new(fs.clone()), Path::new("/data"), Options::default())
+                .expect("open");
+        let opened = open(cfg.clone(), &Start::Bootstrap(peers.clone()), recovered).expect("open");
+        let state = Arc::new(RwLock::new(opened.state));
+        TestNode {
+            replica: Replica::new(opened.raft, state, settings),
+            storage,
+            answers: Vec::new(),
+            fs,
+            cfg,
+        }
+    }
 }
 
 /// A cluster whose messages go through a queue; nodes in `cut` send and receive nothing, and messages on
@@ -37,6 +65,8 @@ struct Cluster {
     cut: BTreeSet<NodeId>,
     cut_links: BTreeSet<(NodeId, NodeId)>,
     sent: Vec<Message>,
+    /// The bootstrap members: id → peer address.
+    peers: BTreeMap<NodeId, String>,
 }
 
 /// `n` bootstrapped members; node 1 times out first, so it leads. `tweak` adjusts each one's settings.
@@ -44,9 +74,6 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
     let peers: BTreeMap<NodeId, String> = (1..=n).map(|id| (id, format!("n{id}:1"))).collect();
     let mut nodes = BTreeMap::new();
     for id in 1..=n {
-        let fs = Arc::new(FaultyFs::new(id));
-        let (storage, recovered) =
-            DiskStorage::open_with(fs, Path::new("/data"), Options::default()).expect("open");
         let mut cfg = reinado_raft::Config::new(id);
         cfg.election_ticks = if id == 1 { 3 } else { 30 };
         let mut settings = Settings {
@@ -63,18 +90,8 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
             bugs: Bugs::default(),
         };
         tweak(&mut cfg, &mut settings);
-        let opened = open(cfg, &Start::Bootstrap(peers.clone()), recovered).expect("bootstrap");
-        let state = Arc::new(RwLock::new(opened.state));
-        let replica = Replica::new(opened.raft, state, settings);
-        let answers = Vec::new();
-        nodes.insert(
-            id,
-            TestNode {
-                replica,
-                storage,
-                answers,
-            },
-        );
+        let node = TestNode::start(FaultyFs::new(id), cfg, settings, &peers);
+        nodes.insert(id, node);
     }
     Cluster {
         nodes,
@@ -82,6 +99,7 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
         cut: BTreeSet::new(),
         cut_links: BTreeSet::new(),
         sent: Vec::new(),
+        peers,
     }
 }
 
@@ -137,6 +155,18 @@ impl Cluster {
             }
             self.settle();
         }
+    }
+
+    /// Node `id` loses power and starts again from what its disk kept: everything synced, nothing else
+    /// (the harness syncs every write it hands over, so only what the replica never wrote is lost).
+    fn restart(&mut self, id: NodeId) {
+        let old = self.nodes.remove(&id).expect("a node to restart");
+        let settings = old.replica.settings().clone();
+        let (fs, cfg) = (old.fs.clone(), old.cfg.clone());
+        drop(old);
+        fs.crash_with(&mut |_, _| 0, 0);
+        let node = TestNode::start(fs, cfg, settings, &self.peers);
+        self.nodes.insert(id, node);
     }
 
     fn replica(&self, id: NodeId) -> &Replica<TestWaiters> {
@@ -287,5 +317,32 @@ fn a_forwarded_read_fails_fast_when_the_leader_changes() {
         ),
         "the read must fail, retryable, once the leader changed ({ticks} ticks, timeout {timeout_ticks}): {} answers",
         c.nodes[&2].answers.len()
+    );
+}
+
+/// A membership change takes effect when it commits, so the commit of one is written at once (not left to
+/// ride along with the next write): a node restarted just after it keeps the new membership. Had it gone
+/// back to the old one, a cluster shrunk to one voter would wait forever for the removed member's vote.
+#[test]
+fn a_node_restarted_after_a_removal_committed_keeps_the_new_membership() {
+    let mut c = cluster(3, |_, _| {});
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    let remove = Request::RemoveMember { id: 3, waiter: () };
+    let node = c.nodes.get_mut(&1).expect("node 1");
+    node.replica.request(remove, &mut Output::default());
+    c.settle();
+    assert!(
+        matches!(c.nodes[&1].answers.as_slice(), [Answer::Members((), Ok(_))]),
+        "the removal is not answered"
+    );
+    assert_eq!(c.replica(1).raft().conf().voters, vec![1, 2]);
+
+    // No tick between the commit and the restart: nothing else is written that the commit could ride on.
+    c.restart(1);
+    assert_eq!(
+        c.replica(1).raft().conf().voters,
+        vec![1, 2],
+        "node 1 went back to the membership before the removal"
     );
 }
