@@ -151,6 +151,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         fault_injection: cfg.fault_injection,
         shutdown: client_stop.clone(),
     });
+    let etcd = api.etcd();
     let client_server = Server::builder()
         .trace_fn(reinado_client::telemetry::server_span)
         .concurrency_limit_per_connection(cfg.max_concurrent_requests)
@@ -159,6 +160,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(api.kv_service())
+        .add_service(etcd.kv_service())
+        .add_service(etcd.watch_service())
+        .add_service(etcd.cluster_service())
+        .add_service(etcd.maintenance_service())
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())

@@ -969,8 +969,10 @@ impl StateMachine {
 }
 
 mod envelope;
+mod etcd_stub;
 mod leases;
 
+pub use etcd_stub::RevisionError;
 pub use leases::{Lease, Leases};
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ fn now_ms() -> u64 {
 
 impl NodeApi {
     /// Proposes a write and waits until it is applied.
-    async fn write(
+    pub(super) async fn write(
         &self,
         request_id: Option<RequestId>,
         op: command::Op,

@@ -11,8 +11,10 @@
 //! - `pipeline.rs`: the Pipeline service: many Kv requests on one stream, for proxies.
 //! - `cluster.rs`: the Cluster and Fault services.
 //! - `validate.rs`: input checks.
+//! - `etcd/`: etcd's v3 API (KV, Watch, Cluster, Maintenance) over the same node, for etcd clients.
 
 mod cluster;
+mod etcd;
 mod kv;
 mod pipeline;
 mod validate;
@@ -28,6 +30,7 @@ use reinado_raft::{Index, NodeId};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+pub use etcd::EtcdApi;
 pub use validate::prefix_end;
 
 /// The most watch streams one node serves at once.
@@ -112,6 +115,11 @@ impl NodeApi {
     /// The Cluster service.
     pub fn cluster_service(&self) -> reinado_proto::v1::cluster_server::ClusterServer<Self> {
         reinado_proto::v1::cluster_server::ClusterServer::new(self.clone())
+    }
+
+    /// etcd's v3 services over this node.
+    pub fn etcd(&self) -> EtcdApi {
+        EtcdApi::new(self)
     }
 
     /// The Fault service.
