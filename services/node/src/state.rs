@@ -5,6 +5,7 @@
 //! monotonic), so every replica that applies the same log reaches the same state, sessions included.
 
 use prost::Message as _;
+use reinado_proto::etcd::mvccpb;
 use reinado_proto::v1::{
     Command, Compare, CompareOp, CompareTarget, Event, EventType, KeyValue, LeaseGrant,
     LeaseRecord, LeaseRevoke, MemberAddress, MemberContext, Refusal, RequestId,
@@ -293,20 +294,25 @@ impl Sessions {
     }
 }
 
-/// The changes applied recently, for watches: complete from `first_revision` on.
+/// The changes applied recently, for watches and reads at past revisions: complete from `first_revision`
+/// on. Each event carries the key's previous version (`prev_kv`), so later changes can be undone.
 #[derive(Clone, Debug, Default)]
 struct History {
-    events: VecDeque<(u64, Event)>,
+    events: VecDeque<(u64, mvccpb::Event)>,
     bytes: usize,
     first_revision: u64,
 }
 
-fn event_bytes(e: &Event) -> usize {
-    e.kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len()) + 48
+fn event_bytes(e: &mvccpb::Event) -> usize {
+    let kv_bytes = |kv: &Option<mvccpb::KeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 40)
+    };
+    kv_bytes(&e.kv) + kv_bytes(&e.prev_kv) + 16
 }
 
 impl History {
-    fn push(&mut self, revision: u64, event: Event, max_bytes: usize) {
+    fn push(&mut self, revision: u64, event: mvccpb::Event, max_bytes: usize) {
         self.bytes += event_bytes(&event);
         self.events.push_back((revision, event));
         // Drop whole revisions from the front, so the history is complete from `first_revision` on.
@@ -314,12 +320,38 @@ impl History {
             let Some(&(oldest, _)) = self.events.front() else {
                 break;
             };
-            while self.events.front().is_some_and(|(r, _)| *r == oldest) {
-                let (_, e) = self.events.pop_front().expect("checked non-empty");
-                self.bytes -= event_bytes(&e);
-            }
-            self.first_revision = oldest + 1;
+            self.drop_below(oldest + 1);
         }
+    }
+
+    /// Forgets the changes below `revision`.
+    fn drop_below(&mut self, revision: u64) {
+        while self.events.front().is_some_and(|(r, _)| *r < revision) {
+            let (_, e) = self.events.pop_front().expect("checked non-empty");
+            self.bytes -= event_bytes(&e);
+        }
+        self.first_revision = self.first_revision.max(revision);
+    }
+}
+
+/// An etcd event as the v1 API shows it.
+fn v1_event(e: &mvccpb::Event) -> Event {
+    let kind = if e.r#type == mvccpb::event::EventType::Delete as i32 {
+        EventType::Delete
+    } else {
+        EventType::Put
+    };
+    let kv = e.kv.as_ref().map(|kv| KeyValue {
+        key: kv.key.clone(),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision as u64,
+        mod_revision: kv.mod_revision as u64,
+        version: kv.version as u64,
+        lease: kv.lease,
+    });
+    Event {
+        r#type: kind as i32,
+        kv,
     }
 }
 
@@ -408,6 +440,8 @@ pub struct StateMachine {
     members: BTreeMap<NodeId, MemberContext>,
     history: History,
     leases: Leases,
+    /// The revision history was last compacted to (etcd's Compact); 0 if never.
+    compact_revision: u64,
     applied: Index,
     clock_ms: u64,
     limits: Limits,
@@ -431,6 +465,7 @@ impl StateMachine {
                 ..History::default()
             },
             leases: Leases::default(),
+            compact_revision: 0,
             applied: 0,
             clock_ms: 0,
             limits,
@@ -608,10 +643,8 @@ impl StateMachine {
             }
             Some(command::Op::LeaseGrant(grant)) => return self.grant_lease(index, grant),
             Some(command::Op::LeaseRevoke(revoke)) => return self.revoke_leases(index, revoke),
-            Some(command::Op::EtcdTxn(_)) | Some(command::Op::Compact(_)) => {
-                let why = "this node does not apply etcd writes yet".to_string();
-                return refusal(Refusal::None, why);
-            }
+            Some(command::Op::EtcdTxn(txn)) => return self.apply_etcd_txn(index, txn),
+            Some(command::Op::Compact(c)) => return self.compact(index, c.revision),
             Some(command::Op::Put(p)) => vec![TxnOp {
                 op: Some(txn_op::Op::Put(p)),
             }],
@@ -739,7 +772,9 @@ impl StateMachine {
     /// The only way a key is written: it keeps the size, the lease's key set and the history in step.
     fn put(&mut self, revision: u64, key: Vec<u8>, value: Vec<u8>, lease: i64) {
         let added = (key.len() + value.len()) as u64;
-        let record = match self.kvs.remove(&key) {
+        let old = self.kvs.remove(&key);
+        let prev_kv = old.as_ref().map(|r| r.to_etcd(&key));
+        let record = match old {
             Some(old) => {
                 self.size_bytes -= (key.len() + old.value.len()) as u64;
                 if old.lease != lease {
@@ -765,9 +800,10 @@ impl StateMachine {
             self.leases.attach(lease, &key);
         }
         self.size_bytes += added;
-        let event = Event {
-            r#type: EventType::Put as i32,
-            kv: Some(record.to_kv(&key, false)),
+        let event = mvccpb::Event {
+            r#type: mvccpb::event::EventType::Put as i32,
+            kv: Some(record.to_etcd(&key)),
+            prev_kv,
         };
         self.kvs.insert(key, record);
         self.history
@@ -781,13 +817,14 @@ impl StateMachine {
         };
         self.size_bytes -= (key.len() + old.value.len()) as u64;
         self.leases.detach(old.lease, &key);
-        let event = Event {
-            r#type: EventType::Delete as i32,
-            kv: Some(KeyValue {
-                key,
-                mod_revision: revision,
-                ..KeyValue::default()
+        let event = mvccpb::Event {
+            r#type: mvccpb::event::EventType::Delete as i32,
+            kv: Some(mvccpb::KeyValue {
+                mod_revision: revision as i64,
+                key: key.clone(),
+                ..mvccpb::KeyValue::default()
             }),
+            prev_kv: Some(old.to_etcd(&key)),
         };
         self.history
             .push(revision, event, self.limits.history_bytes);
@@ -869,7 +906,7 @@ impl StateMachine {
                 return Ok((out, next));
             }
             if event.kv.as_ref().is_some_and(|kv| filter.matches(&kv.key)) {
-                out.push(event.clone());
+                out.push(v1_event(event));
                 next = revision + 1;
             }
         }
@@ -913,7 +950,7 @@ impl StateMachine {
                 .iter()
                 .map(|(id, l)| LeaseRecord { id, ttl_s: l.ttl_s })
                 .collect(),
-            compact_revision: 0,
+            compact_revision: self.compact_revision,
         };
         envelope::seal(&image.encode_to_vec())
     }
@@ -963,16 +1000,17 @@ impl StateMachine {
         }
         sm.clock_ms = image.clock_ms;
         sm.applied = index;
+        sm.compact_revision = image.compact_revision;
         sm.history.first_revision = index + 1;
         Ok(sm)
     }
 }
 
 mod envelope;
-mod etcd_stub;
+mod etcd;
 mod leases;
 
-pub use etcd_stub::RevisionError;
+pub use etcd::{COMPACTED, FUTURE_REVISION, Interval, RevisionError};
 pub use leases::{Lease, Leases};
 
 #[cfg(test)]
