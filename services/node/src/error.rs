@@ -116,5 +116,6 @@ pub fn refusal_error(outcome: &WriteOutcome) -> Option<NodeError> {
         Refusal::LeaseExists => Some(NodeError::FailedPrecondition(why)),
         Refusal::LeaseLimit => Some(NodeError::QuotaExceeded(why)),
         Refusal::Compacted | Refusal::FutureRevision => Some(NodeError::Compacted(why)),
+        Refusal::InvalidArgument => Some(NodeError::InvalidArgument(why)),
     }
 }
