@@ -122,7 +122,11 @@ fn b64(s: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in s.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -149,7 +153,10 @@ fn keys(get: &Value) -> Vec<String> {
 
 fn value_of(ctl: &Etcdctl, key: &str) -> String {
     let get = ctl.json(&["get", key]);
-    get["kvs"][0]["value"].as_str().unwrap_or_default().to_string()
+    get["kvs"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A background `etcdctl watch`, its JSON lines collected, killed when dropped.
@@ -188,10 +195,9 @@ impl Watch {
         let mut events = Vec::new();
         while events.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("the watch printed {events:?}, not {n} events, in {WAIT:?}"));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("the watch printed {events:?}, not {n} events, in {WAIT:?}")
+            });
             let resp: Value = serde_json::from_str(&line).expect("a JSON watch response");
             events.extend(resp["Events"].as_array().cloned().unwrap_or_default());
         }
@@ -289,12 +295,43 @@ async fn etcdctl_works_against_a_single_node() {
     assert_eq!(members[0]["name"], "node-1");
     assert_eq!(members[0]["clientURLs"][0], format!("http://{addr}"));
 
+    // A learner added (it never starts: a learner does not count towards the quorum), then removed.
+    let added = ctl.ok(&[
+        "member",
+        "add",
+        "n2",
+        "--learner",
+        "--peer-urls=http://127.0.0.1:1",
+    ]);
+    assert!(added.contains("Member                2 added"), "{added}");
+    let listed = ctl.ok(&["member", "list"]);
+    assert!(
+        listed.contains("2, unstarted, , http://127.0.0.1:1, , true"),
+        "{listed}"
+    );
+    let promote = ctl.fails_with(&["member", "promote", "2"], "");
+    assert!(promote.contains("code = Unimplemented"), "{promote}");
+    assert!(
+        ctl.ok(&["member", "remove", "2"])
+            .contains("Member                2 removed")
+    );
+    assert_eq!(
+        ctl.json(&["member", "list"])["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
     let status = ctl.json(&["endpoint", "status"]);
     let status = &status[0]["Status"];
     assert_eq!(status["version"], "3.5.0");
     assert_eq!(status["leader"], 1);
     assert!(status["raftTerm"].as_u64().is_some_and(|t| t >= 1));
-    assert!(status["raftIndex"].as_u64().is_some_and(|i| i >= put_revision as u64));
+    assert!(
+        status["raftIndex"]
+            .as_u64()
+            .is_some_and(|i| i >= put_revision as u64)
+    );
 
     // etcd's errors, with etcd's messages.
     let now = ctl.revision();
@@ -347,7 +384,11 @@ async fn etcdctl_writes_through_a_follower() {
 
     assert_eq!(ctl.ok(&["put", "k", "v1"]).trim(), "OK");
     let get = ctl.json(&["get", "k"]);
-    assert_eq!(get["kvs"][0]["value"], b64("v1"), "a linearizable read on the follower");
+    assert_eq!(
+        get["kvs"][0]["value"],
+        b64("v1"),
+        "a linearizable read on the follower"
+    );
     assert_eq!(get["header"]["member_id"], follower);
     let txn = txn_input(
         &[r#"value("k") = "v1""#],
@@ -381,7 +422,10 @@ async fn etcdctl_writes_through_a_follower() {
     });
     put.metadata_mut()
         .insert("reinado-etcd-forwarded", "1".parse().unwrap());
-    let refused = raw.put(put).await.expect_err("a forwarded request on a follower");
+    let refused = raw
+        .put(put)
+        .await
+        .expect_err("a forwarded request on a follower");
     assert_eq!(refused.code(), tonic::Code::Unavailable);
     assert_eq!(refused.message(), "etcdserver: not leader");
     assert_eq!(value_of(&ctl, "k"), b64("v3"));

@@ -18,8 +18,9 @@ use reinado_proto::etcd::etcdserverpb::{
 use reinado_proto::v1::MemberContext;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-/// A member as etcd names and addresses it.
-fn member(m: &MemberInfo) -> Member {
+/// A member as etcd names and addresses it: `node-<id>` once it has taken part in the cluster, and no name
+/// before (etcd's way of saying "unstarted", which etcdctl prints).
+fn member(m: &MemberInfo, started: bool) -> Member {
     let urls = |addr: &str| -> Vec<String> {
         if addr.is_empty() {
             Vec::new()
@@ -29,15 +30,22 @@ fn member(m: &MemberInfo) -> Member {
     };
     Member {
         id: m.id,
-        name: format!("node-{}", m.id),
+        name: if started {
+            format!("node-{}", m.id)
+        } else {
+            String::new()
+        },
         peer_ur_ls: urls(&m.peer_addr),
         client_ur_ls: urls(&m.client_addr),
         is_learner: !m.voter,
     }
 }
 
-fn members(infos: &[MemberInfo]) -> Vec<Member> {
-    infos.iter().map(member).collect()
+impl EtcdApi {
+    fn members(&self, infos: &[MemberInfo]) -> Vec<Member> {
+        let sm = self.state();
+        infos.iter().map(|m| member(m, sm.started(m.id))).collect()
+    }
 }
 
 /// The `host:port` of the one peer URL a MemberAdd gives (`http://host:port`).
@@ -108,11 +116,12 @@ impl Cluster for EtcdApi {
             })
             .await
             .map_err(etcd_error)?;
-        let added = after.iter().find(|m| m.id == id).map(member);
+        let members = self.members(&after);
+        let added = members.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(MemberAddResponse {
             header: Some(self.current_header()),
             member: added,
-            members: members(&after),
+            members,
         }))
     }
 
@@ -137,7 +146,7 @@ impl Cluster for EtcdApi {
             .map_err(etcd_error)?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.current_header()),
-            members: members(&after),
+            members: self.members(&after),
         }))
     }
 
@@ -157,7 +166,7 @@ impl Cluster for EtcdApi {
         let infos = self.member_infos().await?;
         Ok(Response::new(MemberListResponse {
             header: Some(self.current_header()),
-            members: members(&infos),
+            members: self.members(&infos),
         }))
     }
 
@@ -177,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_member_is_named_and_addressed_as_etcd_does() {
-        let m = member(&MemberInfo {
+        let info = MemberInfo {
             id: 3,
             peer_addr: "10.0.0.3:2380".into(),
             client_addr: String::new(),
@@ -185,11 +194,13 @@ mod tests {
             match_index: 0,
             lag: 0,
             active: false,
-        });
+        };
+        let m = member(&info, true);
         assert_eq!(m.name, "node-3");
         assert_eq!(m.peer_ur_ls, vec!["http://10.0.0.3:2380".to_string()]);
         assert!(m.client_ur_ls.is_empty());
         assert!(m.is_learner);
+        assert_eq!(member(&info, false).name, "", "unstarted");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! etcd's checks on its requests, with etcd's messages (etcd 3.5's `v3rpc/key.go` rules, as
 //! `services/client/tests/etcd_wire.rs` observes them on the real etcd), plus Reinado's own size limits
-//! ([`RequestLimits`]) with messages naming the variable that sets them. Everything is checked before it
+//! ([`RequestLimits`]) with the v1 API's checks, whose messages name the variable that sets them. Everything is checked before it
 //! reaches the log.
 
+use crate::api::validate as v1;
 use crate::config::RequestLimits;
 use crate::error::NodeError;
 use reinado_proto::etcd::etcdserverpb::{
@@ -30,32 +31,21 @@ fn invalid(msg: impl Into<String>) -> NodeError {
     NodeError::InvalidArgument(msg.into())
 }
 
-/// A request's key: present, and within REINADO_MAX_KEY_BYTES (the range end too).
+/// A request's key: present (etcd's message), and its key and range end within REINADO_MAX_KEY_BYTES (the
+/// v1 API's check and message).
 fn key(key: &[u8], range_end: &[u8], limits: &RequestLimits) -> Result<(), NodeError> {
     if key.is_empty() {
         return Err(invalid(EMPTY_KEY));
     }
-    for (field, bytes) in [("key", key), ("range_end", range_end)] {
-        if bytes.len() > limits.max_key_bytes {
-            return Err(invalid(format!(
-                "etcdserver: {field} is {} bytes, over Reinado's limit of {} (REINADO_MAX_KEY_BYTES)",
-                bytes.len(),
-                limits.max_key_bytes
-            )));
-        }
+    v1::key(key, limits, "key")?;
+    if !range_end.is_empty() {
+        v1::key(range_end, limits, "range_end")?;
     }
     Ok(())
 }
 
 fn value(value: &[u8], limits: &RequestLimits) -> Result<(), NodeError> {
-    if value.len() > limits.max_value_bytes {
-        return Err(invalid(format!(
-            "etcdserver: value is {} bytes, over Reinado's limit of {} (REINADO_MAX_VALUE_BYTES)",
-            value.len(),
-            limits.max_value_bytes
-        )));
-    }
-    Ok(())
+    v1::value(value, limits, "value")
 }
 
 /// A Range.
