@@ -342,6 +342,13 @@ async fn etcdctl_works_against_a_single_node() {
         below.contains("etcdserver: mvcc: required revision has been compacted"),
         "{below}"
     );
+    let watch_below = ctl.fails_with(&["watch", "foo", &format!("--rev={put_revision}")], "");
+    assert!(
+        watch_below.contains(
+            "watch was canceled (etcdserver: mvcc: required revision has been compacted)"
+        ),
+        "{watch_below}"
+    );
     let future = ctl.fails_with(&["get", "foo", &format!("--rev={}", now + 100)], "");
     assert!(
         future.contains("etcdserver: mvcc: required revision is a future revision"),

@@ -271,6 +271,19 @@ mod tests {
         assert_ne!(cluster_hash("reinado"), 0);
     }
 
+    #[tokio::test]
+    async fn a_leader_out_of_reach_is_told_from_a_leaders_answer() {
+        use reinado_proto::etcd::etcdserverpb::{PutRequest, kv_client::KvClient};
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let channel = lazy_channel("127.0.0.1:1", ChannelOptions::default()).unwrap();
+        let failed = KvClient::new(channel)
+            .put(PutRequest::default())
+            .await
+            .expect_err("no server");
+        assert!(from_transport(&failed), "{failed:?}");
+        assert!(!from_transport(&Status::unavailable(NOT_LEADER)));
+    }
+
     #[test]
     fn not_leader_is_etcds_unavailable() {
         let e = etcd_error(NodeError::NotLeader {
