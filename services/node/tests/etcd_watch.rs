@@ -68,7 +68,13 @@ async fn put(kv: &mut KvClient<Channel>, key: &[u8], value: &[u8]) -> i64 {
         value: value.to_vec(),
         ..PutRequest::default()
     };
-    kv.put(req).await.unwrap().into_inner().header.unwrap().revision
+    kv.put(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,14 +127,19 @@ async fn one_stream_carries_many_watches() {
     let mut deletes = [stream.next().await, stream.next().await];
     deletes.sort_by_key(|r| r.watch_id);
     assert_eq!(deletes[0].events[0].r#type, EventType::Delete as i32);
-    assert!(deletes[0].events[0].prev_kv.is_none(), "watch 0 did not ask for it");
+    assert!(
+        deletes[0].events[0].prev_kv.is_none(),
+        "watch 0 did not ask for it"
+    );
     assert_eq!(deletes[1].watch_id, 7);
     let prev = deletes[1].events[0].prev_kv.as_ref().expect("prev_kv");
     assert_eq!(prev.value, b"1");
 
     // Cancel watch 0; a progress request then answers for the stream.
     stream
-        .send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 }))
+        .send(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 0,
+        }))
         .await;
     let canceled = stream.next().await;
     assert!(canceled.canceled && canceled.watch_id == 0, "{canceled:?}");
