@@ -326,6 +326,7 @@ impl World {
             id,
             client_addr: addr(id),
             election_ticks: 10,
+            tick_ms: TICK_MS,
             snapshot_entries: self.mix.snapshot_every,
             request_timeout_ticks: ATTEMPT_TIMEOUT_MS / TICK_MS,
             bootstrap_peers: match start {

@@ -109,6 +109,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         id: cfg.node_id,
         client_addr: cfg.advertise_client_addr.clone(),
         election_ticks: cfg.election_ticks as u64,
+        tick_ms: cfg.tick.as_millis() as u64,
         snapshot_entries: cfg.snapshot_entries,
         request_timeout_ticks: ticks(cfg.limits.request_timeout, cfg.tick),
         bootstrap_peers: match &cfg.start {
@@ -149,6 +150,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         limits: cfg.limits,
         isolation,
         fault_injection: cfg.fault_injection,
+        min_lease_ttl_s: min_lease_ttl_s(cfg.election_timeout()),
         shutdown: client_stop.clone(),
     });
     let etcd = api.etcd();
@@ -167,6 +169,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())
+        .add_service(api.lease_service())
         .serve_with_incoming_shutdown(incoming(client_listener), stopped(client_stop));
     let mut client_task = tokio::spawn(client_server);
 
@@ -286,4 +289,11 @@ async fn track_health(
 /// ACK (about 40 ms per round trip otherwise). `Server::tcp_nodelay` covers only sockets tonic binds itself.
 fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// etcd's shortest lease TTL: one and a half of the longest election timeout (randomized up to twice the
+/// configured one), in whole seconds, at least one.
+fn min_lease_ttl_s(election_timeout: std::time::Duration) -> i64 {
+    let ms = election_timeout.as_millis() * 3;
+    (ms.div_ceil(1000) as i64).max(1)
 }

@@ -368,9 +368,28 @@ async fn etcdctl_works_against_a_single_node() {
     );
     let empty = ctl.fails_with(&["put", "", "x"], "");
     assert!(empty.contains("etcdserver: key is not provided"), "{empty}");
+    let unknown_lease = ctl.fails_with(&["put", "leased", "x", "--lease=7b"], "");
+    assert!(
+        unknown_lease.contains("etcdserver: requested lease not found"),
+        "{unknown_lease}"
+    );
     // None of the refused writes changed anything.
     assert!(keys(&ctl.json(&["get", "a"])).is_empty());
     assert!(keys(&ctl.json(&["get", "k0"])).is_empty());
+    assert!(keys(&ctl.json(&["get", "leased"])).is_empty());
+
+    // A key put under a lease carries it; revoking the lease deletes the key.
+    let granted = ctl.ok(&["lease", "grant", "100"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease <hex id> granted");
+    ctl.ok(&["put", "leased", "x", &format!("--lease={lease}")]);
+    let leased = ctl.json(&["get", "leased"]);
+    let lease_id = i64::from_str_radix(lease, 16).expect("a hex lease id");
+    assert_eq!(leased["kvs"][0]["lease"], lease_id);
+    ctl.ok(&["lease", "revoke", lease]);
+    assert!(keys(&ctl.json(&["get", "leased"])).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,10 +12,12 @@
 //! - `cluster.rs`: the Cluster and Fault services.
 //! - `validate.rs`: input checks.
 //! - `etcd/`: etcd's v3 API (KV, Watch, Cluster, Maintenance) over the same node, for etcd clients.
+//!   `lease.rs`: etcd's Lease service.
 
 mod cluster;
 mod etcd;
 mod kv;
+mod lease;
 mod pipeline;
 mod validate;
 mod watches;
@@ -32,6 +34,14 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use etcd::EtcdApi;
 pub use validate::prefix_end;
+
+/// The cluster id etcd's headers carry: a fixed hash (FNV-1a, 64 bits) of the cluster's name, never 0.
+pub fn etcd_cluster_id(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash.max(1)
+}
 
 /// The most watch streams one node serves at once.
 const MAX_WATCHES: usize = 10_000;
@@ -52,6 +62,7 @@ struct Inner {
     limits: RequestLimits,
     isolation: Arc<Isolation>,
     fault_injection: bool,
+    min_lease_ttl_s: i64,
     watches: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -76,6 +87,8 @@ pub struct ApiParts {
     pub isolation: Arc<Isolation>,
     /// Serve the Fault API.
     pub fault_injection: bool,
+    /// The shortest lease TTL granted, in seconds (a shorter one is raised to it, as etcd does).
+    pub min_lease_ttl_s: i64,
     /// Flips to true when the client server stops: watch streams end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -94,6 +107,7 @@ impl NodeApi {
                 limits: p.limits,
                 isolation: p.isolation,
                 fault_injection: p.fault_injection,
+                min_lease_ttl_s: p.min_lease_ttl_s,
                 watches: Arc::new(Semaphore::new(MAX_WATCHES)),
                 shutdown: p.shutdown,
             }),
@@ -117,9 +131,17 @@ impl NodeApi {
         reinado_proto::v1::cluster_server::ClusterServer::new(self.clone())
     }
 
-    /// etcd's v3 services over this node.
+    /// etcd's v3 services over this node (KV, Watch, Cluster, Maintenance).
     pub fn etcd(&self) -> EtcdApi {
         EtcdApi::new(self)
+    }
+
+    /// etcd's Lease service.
+    pub fn lease_service(
+        &self,
+    ) -> reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer<Self> {
+        reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer::new(self.clone())
+            .max_decoding_message_size(self.inner.limits.max_request_bytes)
     }
 
     /// The Fault service.

@@ -136,6 +136,23 @@ pub enum Request {
         /// What happened.
         reply: Reply<String>,
     },
+    /// Renew a lease on the leader; answered with its TTL in seconds. The renewal is not confirmed yet: the
+    /// caller acknowledges it only after a read index (see `replica::lessor`).
+    LeaseKeepAlive {
+        /// The lease.
+        id: i64,
+        /// Its TTL.
+        reply: Reply<i64>,
+    },
+    /// A lease as the leader's clock sees it.
+    LeaseTimeToLive {
+        /// The lease.
+        id: i64,
+        /// With its keys.
+        keys: bool,
+        /// What the leader knows.
+        reply: Reply<replica::LeaseTtl>,
+    },
 }
 
 /// What the loop needs besides the replica.
@@ -173,6 +190,8 @@ pub struct RaftLoop {
     transport: Transport,
     applied_tx: watch::Sender<Index>,
     observer: Observer,
+    /// Where the replica's monotonic clock (for leases) starts.
+    origin: std::time::Instant,
 }
 
 impl RaftLoop {
@@ -186,6 +205,7 @@ impl RaftLoop {
             transport: parts.transport,
             applied_tx: parts.applied,
             observer,
+            origin: std::time::Instant::now(),
         };
         let peers = lp.replica.peer_addrs();
         lp.transport.set_peers(&peers);
@@ -213,7 +233,7 @@ impl RaftLoop {
         let result = loop {
             tokio::select! {
                 biased;
-                _ = ticker.tick() => self.replica.tick(&mut out),
+                _ = ticker.tick() => self.replica.tick_at(self.now_ms(), &mut out),
                 Some(first) = inputs.inbox.recv() => {
                     self.on_inbound(first, &mut out);
                     for _ in 0..DRAIN_BATCH {
@@ -274,6 +294,11 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// Milliseconds on the replica's monotonic clock.
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
     fn on_inbound(&mut self, inbound: Inbound, out: &mut Output<NodeWaiters>) {
         match inbound {
             Inbound::Message(msg) => {
@@ -321,6 +346,14 @@ impl RaftLoop {
             }
             Request::StepDown { reply } => {
                 let _ = reply.send(self.replica.step_down());
+                return;
+            }
+            Request::LeaseKeepAlive { id, reply } => {
+                let _ = reply.send(self.replica.renew_lease(id, self.now_ms()));
+                return;
+            }
+            Request::LeaseTimeToLive { id, keys, reply } => {
+                let _ = reply.send(self.replica.lease_ttl(id, keys, self.now_ms()));
                 return;
             }
         };

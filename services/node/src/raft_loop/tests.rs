@@ -35,6 +35,7 @@ fn single_node_loop(
         id: 1,
         client_addr: "127.0.0.1:2".into(),
         election_ticks: 5,
+        tick_ms: 10,
         snapshot_entries: 1_000,
         request_timeout_ticks: 100,
         bootstrap_peers: peers,

@@ -22,6 +22,8 @@
 //! - `start.rs`: the bootstrap / join / restart decision, and the core it builds.
 //! - `started.rs`: which members took part, and whether an empty data dir may bootstrap (a lost disk may not).
 
+mod leases;
+mod lessor;
 mod requests;
 mod start;
 mod started;
@@ -40,6 +42,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use tracing::{info, info_span, warn};
 
+pub use leases::LeaseTtl;
 pub use requests::{MemberInfo, StatusReport};
 pub use start::{Opened, StartError, is_empty, open};
 pub use started::{BootstrapDecision, ProbeAnswer, bootstrap_decision};
@@ -157,6 +160,9 @@ pub struct Bugs {
     pub evict_pending_result: bool,
     /// A transaction applies only the first write of its branch: a multi-key transaction is torn.
     pub torn_txn: bool,
+    /// A new leader starts its lease clock with no extension and no TTL: every lease it did not see granted
+    /// or renewed itself expires at once.
+    pub expire_without_extension: bool,
 }
 
 impl Bugs {
@@ -176,6 +182,9 @@ pub struct Settings {
     pub client_addr: String,
     /// The election timeout, in ticks.
     pub election_ticks: u64,
+    /// Milliseconds per tick, nominally: [`Replica::tick`] advances the lease clock by this much (drivers
+    /// with a clock use [`Replica::tick_at`]).
+    pub tick_ms: u64,
     /// Applied entries between snapshots.
     pub snapshot_entries: u64,
     /// How many ticks a read waits for its index.
@@ -259,6 +268,10 @@ pub struct Replica<W: Waiters> {
     /// The term in which this node, leading, last compared its configured limits with the agreed ones.
     limits_checked: Term,
     ticks: u64,
+    /// When leases run out, while this node leads.
+    lessor: lessor::Lessor,
+    /// This node's monotonic clock, in milliseconds, as the driver last told it.
+    now_ms: u64,
 }
 
 impl<W: Waiters> Replica<W> {
@@ -302,6 +315,8 @@ impl<W: Waiters> Replica<W> {
             started_proposed: (0, BTreeMap::new()),
             limits_checked: 0,
             ticks: 0,
+            lessor: lessor::Lessor::default(),
+            now_ms: 0,
         }
     }
 
@@ -346,8 +361,15 @@ impl<W: Waiters> Replica<W> {
         addrs
     }
 
-    /// One tick of time.
+    /// One tick of time, the clock advancing by a nominal tick.
     pub fn tick(&mut self, out: &mut Output<W>) {
+        let now = self.now_ms + self.settings.tick_ms;
+        self.tick_at(now, out);
+    }
+
+    /// One tick of time, at `now_ms` on this node's monotonic clock (never going back).
+    pub fn tick_at(&mut self, now_ms: u64, out: &mut Output<W>) {
+        self.now_ms = self.now_ms.max(now_ms);
         self.raft.tick();
         self.ticks += 1;
         self.expire_reads(out);
@@ -357,6 +379,7 @@ impl<W: Waiters> Replica<W> {
             self.record_started();
             self.propose_limits();
         }
+        self.run_lessor();
     }
 
     /// A message from a peer.
@@ -474,6 +497,7 @@ impl<W: Waiters> Replica<W> {
         // As soon as the first entry of a leader's term is applied, not a tick later: writes meanwhile apply
         // with the limits agreed before.
         self.propose_limits();
+        self.run_lessor();
         self.maybe_compact(storage)
     }
 
@@ -534,6 +558,13 @@ impl<W: Waiters> Replica<W> {
                 .extend(entries.into_iter().map(|e| (e.index, e.term, e.data)));
         }
         out.applied = Some(last);
+        if self.lessor.running() {
+            for o in outcomes.iter().filter_map(|(_, _, o)| o.as_ref()) {
+                if o.lease_id != 0 && o.refused.is_empty() {
+                    self.lessor.set_from(o.lease_id, o.lease_ttl, self.now_ms);
+                }
+            }
+        }
         for (index, term, outcome) in outcomes {
             self.answer_write(index, term, outcome, out);
             self.answer_conf_change(index, term, out);
@@ -602,6 +633,7 @@ impl<W: Waiters> Replica<W> {
     /// (a leader's own removal included) is answered as done before leadership loss fails the rest.
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, out: &mut Output<W>) {
         if role != Role::Leader {
+            self.lessor.stop();
             // Writes proposed as leader may still commit under the next leader, or may not: say so, and
             // let the client retry with the same request id (the session table applies it once).
             for (_, w) in std::mem::take(&mut self.writes) {

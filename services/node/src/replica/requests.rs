@@ -176,7 +176,7 @@ impl<W: Waiters> Replica<W> {
 
     /// True once this leader committed an entry of its term and applied everything up to it: its state
     /// machine has seen every record committed before its term.
-    fn applied_before_term(&self) -> bool {
+    pub(super) fn applied_before_term(&self) -> bool {
         let commit = self.raft.commit();
         self.raft.term_at(commit) == Some(self.raft.term())
             && self.state.read().expect("state lock").applied() >= commit

@@ -53,6 +53,7 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
             id,
             client_addr: format!("n{id}:0"),
             election_ticks: 10,
+            tick_ms: 10,
             snapshot_entries: 10_000,
             request_timeout_ticks: 100,
             bootstrap_peers: peers.clone(),

@@ -8,7 +8,8 @@
 //! forwarded again. Errors are [`NodeError`]s with etcd's own messages where etcd has one, turned into a gRPC
 //! status by the one `From<NodeError> for tonic::Status`.
 //!
-//! Lease, Lock and Election are not served here (they need the leader's expiry clock in the replica).
+//! etcd's Lease service is `api/lease.rs`, next to this module (it needs the leader's lease clock); Lock and
+//! Election are not served here.
 //!
 //! ## Layout
 //! - `mod.rs`: [`EtcdApi`], the response header, the write path and the forwarding to the leader.
@@ -22,7 +23,7 @@ mod maintenance;
 mod validate;
 mod watch;
 
-use super::NodeApi;
+use super::{NodeApi, etcd_cluster_id};
 use crate::error::{NodeError, refusal_error};
 use crate::state::StateMachine;
 use prost::Message as _;
@@ -73,7 +74,7 @@ impl EtcdApi {
     /// The etcd services over `api`.
     pub fn new(api: &NodeApi) -> EtcdApi {
         EtcdApi {
-            cluster_hash: cluster_hash(&api.inner.cluster_id),
+            cluster_hash: etcd_cluster_id(&api.inner.cluster_id),
             api: api.clone(),
             leaders: Arc::new(LeaderChannels::default()),
         }
@@ -217,16 +218,6 @@ fn etcd_error(e: NodeError) -> NodeError {
     }
 }
 
-/// The cluster id etcd clients see: FNV-1a (64 bits) of the cluster's name, never 0 (etcd's "no cluster").
-pub fn cluster_hash(cluster_id: &str) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = cluster_id
-        .bytes()
-        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    hash.max(1)
-}
-
 /// One long-lived channel per leader client address, made on first use and reused by every forward.
 #[derive(Default)]
 struct LeaderChannels {
@@ -257,18 +248,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cluster_hash_is_fnv1a_64() {
+    fn the_cluster_id_is_fnv1a_64() {
         // The published FNV-1a test vectors.
-        assert_eq!(cluster_hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(cluster_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(cluster_hash("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(etcd_cluster_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(etcd_cluster_id("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(etcd_cluster_id("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
-    fn cluster_hash_is_stable_and_tells_clusters_apart() {
-        assert_eq!(cluster_hash("reinado"), cluster_hash("reinado"));
-        assert_ne!(cluster_hash("reinado"), cluster_hash("reinado2"));
-        assert_ne!(cluster_hash("reinado"), 0);
+    fn the_cluster_id_is_stable_and_tells_clusters_apart() {
+        assert_eq!(etcd_cluster_id("reinado"), etcd_cluster_id("reinado"));
+        assert_ne!(etcd_cluster_id("reinado"), etcd_cluster_id("reinado2"));
+        assert_ne!(etcd_cluster_id("reinado"), 0);
     }
 
     #[tokio::test]
