@@ -6,7 +6,7 @@
 //! node with that id and REINADO_JOIN (or the peer address added). Reinado promotes a learner by itself once
 //! it has caught up, and cannot be asked to: MemberPromote is UNIMPLEMENTED, as is MemberUpdate.
 
-use super::{EtcdApi, GrpcResult, Route, etcd_error};
+use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::error::NodeError;
 use crate::raft_loop::{MemberInfo, Request};
 use reinado_proto::etcd::etcdserverpb::{
@@ -94,13 +94,7 @@ impl Cluster for EtcdApi {
         req: GrpcRequest<MemberAddRequest>,
     ) -> GrpcResult<MemberAddResponse> {
         let peer = peer_addr(&req.get_ref().peer_ur_ls)?;
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    ClusterClient::new(ch).member_add(r).await
-                })
-                .await;
-        }
+        forward_unless_leader!(self, req, ClusterClient::member_add);
         let before = self.member_infos().await?;
         let id = before.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         let ctx = MemberContext {
@@ -129,13 +123,7 @@ impl Cluster for EtcdApi {
         &self,
         req: GrpcRequest<MemberRemoveRequest>,
     ) -> GrpcResult<MemberRemoveResponse> {
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    ClusterClient::new(ch).member_remove(r).await
-                })
-                .await;
-        }
+        forward_unless_leader!(self, req, ClusterClient::member_remove);
         let id = req.into_inner().id;
         let after = self
             .api

@@ -1,6 +1,6 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn and Compact.
 
-use super::{EtcdApi, GrpcResult, Route, etcd_error, validate};
+use super::{EtcdApi, GrpcResult, etcd_error, validate};
 use crate::api::validate::RANGE_MAX_BYTES;
 use crate::error::NodeError;
 use reinado_proto::etcd::etcdserverpb::{
@@ -11,24 +11,29 @@ use reinado_proto::etcd::etcdserverpb::{
 use reinado_proto::v1::{Compact, command};
 use tonic::{Request as GrpcRequest, Response};
 
-/// A Txn of the one operation `request`, as Put and DeleteRange travel through the log.
-fn single(request: request_op::Request) -> TxnRequest {
-    TxnRequest {
-        compare: Vec::new(),
-        success: vec![RequestOp {
-            request: Some(request),
-        }],
-        failure: Vec::new(),
+impl EtcdApi {
+    /// Proposes one Put or DeleteRange, as etcd writes travel through the log: a Txn of that one operation.
+    /// Its answer and the revision it was applied at.
+    async fn propose_one(
+        &self,
+        request: request_op::Request,
+    ) -> Result<(response_op::Response, u64), NodeError> {
+        let txn = TxnRequest {
+            compare: Vec::new(),
+            success: vec![RequestOp {
+                request: Some(request),
+            }],
+            failure: Vec::new(),
+        };
+        let (resp, revision) = self.propose_txn(txn).await?;
+        let response = resp
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|r| r.response)
+            .expect("an applied one-operation Txn answers its operation");
+        Ok((response, revision))
     }
-}
-
-/// The answer to the one operation of a [`single`] Txn.
-fn only_response(resp: TxnResponse) -> response_op::Response {
-    resp.responses
-        .into_iter()
-        .next()
-        .and_then(|r| r.response)
-        .expect("an applied one-operation Txn answers its operation")
 }
 
 #[tonic::async_trait]
@@ -58,16 +63,10 @@ impl Kv for EtcdApi {
 
     async fn put(&self, req: GrpcRequest<PutRequest>) -> GrpcResult<PutResponse> {
         validate::put(req.get_ref(), &self.api.inner.limits)?;
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    KvClient::new(ch).put(r).await
-                })
-                .await;
-        }
-        let txn = single(request_op::Request::RequestPut(req.into_inner()));
-        let (resp, revision) = self.propose_txn(txn).await?;
-        let response_op::Response::ResponsePut(mut put) = only_response(resp) else {
+        forward_unless_leader!(self, req, KvClient::put);
+        let request = request_op::Request::RequestPut(req.into_inner());
+        let (response, revision) = self.propose_one(request).await?;
+        let response_op::Response::ResponsePut(mut put) = response else {
             panic!("an applied Put answers with a ResponsePut");
         };
         put.header = Some(self.header(revision));
@@ -79,16 +78,10 @@ impl Kv for EtcdApi {
         req: GrpcRequest<DeleteRangeRequest>,
     ) -> GrpcResult<DeleteRangeResponse> {
         validate::delete_range(req.get_ref(), &self.api.inner.limits)?;
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    KvClient::new(ch).delete_range(r).await
-                })
-                .await;
-        }
-        let txn = single(request_op::Request::RequestDeleteRange(req.into_inner()));
-        let (resp, revision) = self.propose_txn(txn).await?;
-        let response_op::Response::ResponseDeleteRange(mut deleted) = only_response(resp) else {
+        forward_unless_leader!(self, req, KvClient::delete_range);
+        let request = request_op::Request::RequestDeleteRange(req.into_inner());
+        let (response, revision) = self.propose_one(request).await?;
+        let response_op::Response::ResponseDeleteRange(mut deleted) = response else {
             panic!("an applied DeleteRange answers with a ResponseDeleteRange");
         };
         deleted.header = Some(self.header(revision));
@@ -98,13 +91,7 @@ impl Kv for EtcdApi {
     /// Every Txn goes through the log, read-only ones too: one path, applied where all writes are.
     async fn txn(&self, req: GrpcRequest<TxnRequest>) -> GrpcResult<TxnResponse> {
         validate::txn(req.get_ref(), &self.api.inner.limits)?;
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    KvClient::new(ch).txn(r).await
-                })
-                .await;
-        }
+        forward_unless_leader!(self, req, KvClient::txn);
         let (mut resp, revision) = self.propose_txn(req.into_inner()).await?;
         resp.header = Some(self.header(revision));
         Ok(Response::new(resp))
@@ -112,13 +99,7 @@ impl Kv for EtcdApi {
 
     /// Compacts the history (`physical` changes nothing: the compaction is applied when it commits).
     async fn compact(&self, req: GrpcRequest<CompactionRequest>) -> GrpcResult<CompactionResponse> {
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    KvClient::new(ch).compact(r).await
-                })
-                .await;
-        }
+        forward_unless_leader!(self, req, KvClient::compact);
         // A negative revision is below any compaction: the state machine refuses it as compacted.
         let revision = u64::try_from(req.into_inner().revision).unwrap_or(0);
         let outcome = self

@@ -2,7 +2,7 @@
 //! leadership transfer). Defragment, Hash, HashKV, Snapshot and Downgrade are about etcd's bbolt file and
 //! release upgrades, which Reinado does not have: UNIMPLEMENTED, saying so.
 
-use super::{EtcdApi, GrpcResult, Route, etcd_error};
+use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::raft_loop::Request;
 use reinado_proto::etcd::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -84,13 +84,7 @@ impl Maintenance for EtcdApi {
         &self,
         req: GrpcRequest<MoveLeaderRequest>,
     ) -> GrpcResult<MoveLeaderResponse> {
-        if let Route::Leader(addr) = self.route(&req)? {
-            return self
-                .forward(&addr, req.into_inner(), |ch, r| async move {
-                    MaintenanceClient::new(ch).move_leader(r).await
-                })
-                .await;
-        }
+        forward_unless_leader!(self, req, MaintenanceClient::move_leader);
         let target = Some(req.into_inner().target_id).filter(|&t| t != 0);
         self.api
             .ask("the leadership transfer", |reply| Request::TransferLeader {

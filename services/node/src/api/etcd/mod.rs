@@ -17,6 +17,20 @@
 //! - `watch.rs`: the Watch service (one task per stream, many watches on it).
 //! - `cluster.rs`: the Cluster service. `maintenance.rs`: the Maintenance service.
 
+/// In a handler of a request that needs the leader: on a follower, forwards `$req` to the leader with
+/// `$client::$method` and returns its answer (see [`EtcdApi::forward`]); on the leader, goes on.
+macro_rules! forward_unless_leader {
+    ($api:expr, $req:ident, $client:ident :: $method:ident) => {
+        if let $crate::api::etcd::Route::Leader(addr) = $api.route(&$req)? {
+            return $api
+                .forward(&addr, $req.into_inner(), |ch, r| async move {
+                    $client::new(ch).$method(r).await
+                })
+                .await;
+        }
+    };
+}
+
 mod cluster;
 mod kv;
 mod maintenance;
