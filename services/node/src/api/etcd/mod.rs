@@ -59,6 +59,10 @@ const FORWARDED: &str = "reinado-etcd-forwarded";
 
 /// etcd's answer to a request that needs the leader, on a node that is not it.
 const NOT_LEADER: &str = "etcdserver: not leader";
+/// etcd's answer while no leader is known.
+const NO_LEADER: &str = "etcdserver: no leader";
+/// etcd's answer when leadership changed before the request was done (it may have been applied).
+const LEADER_CHANGED: &str = "etcdserver: leader changed";
 
 /// The most leader channels kept; beyond it the cache starts over (leaders are members, so this is only
 /// reached in a cluster whose membership changed a lot).
@@ -154,7 +158,7 @@ impl EtcdApi {
         }
         match view.leader {
             Some(_) if !view.leader_addr.is_empty() => Ok(Route::Leader(view.leader_addr)),
-            _ => Err(NodeError::NoLeader),
+            _ => Err(etcd_error(NodeError::NoLeader)),
         }
     }
 
@@ -223,11 +227,14 @@ fn from_transport(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
-/// The node's errors as etcd clients understand them: "not leader" is UNAVAILABLE with etcd's text (clients
-/// retry it elsewhere), not the v1 API's FAILED_PRECONDITION with the leader's address.
+/// The node's errors as etcd clients understand them: the leader's absence or loss is UNAVAILABLE with etcd's
+/// text (clients retry reads elsewhere), not the v1 API's FAILED_PRECONDITION with the leader's address, nor
+/// its advice to retry with the same request id (etcd requests have none).
 fn etcd_error(e: NodeError) -> NodeError {
     match e {
         NodeError::NotLeader { .. } => NodeError::Unavailable(NOT_LEADER.into()),
+        NodeError::NoLeader => NodeError::Unavailable(NO_LEADER.into()),
+        NodeError::LeadershipLost => NodeError::Unavailable(LEADER_CHANGED.into()),
         e => e,
     }
 }
@@ -298,6 +305,13 @@ mod tests {
         let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), NOT_LEADER);
-        assert_eq!(etcd_error(NodeError::NoLeader), NodeError::NoLeader);
+        for (e, text) in [
+            (NodeError::NoLeader, NO_LEADER),
+            (NodeError::LeadershipLost, LEADER_CHANGED),
+        ] {
+            assert_eq!(etcd_error(e), NodeError::Unavailable(text.into()));
+        }
+        let other = NodeError::InvalidArgument("x".into());
+        assert_eq!(etcd_error(other.clone()), other);
     }
 }
