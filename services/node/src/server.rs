@@ -153,6 +153,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         min_lease_ttl_s: min_lease_ttl_s(cfg.election_timeout()),
         shutdown: client_stop.clone(),
     });
+    let etcd = api.etcd();
     let client_server = Server::builder()
         .trace_fn(reinado_client::telemetry::server_span)
         .concurrency_limit_per_connection(cfg.max_concurrent_requests)
@@ -161,6 +162,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(api.kv_service())
+        .add_service(etcd.kv_service())
+        .add_service(etcd.watch_service())
+        .add_service(etcd.cluster_service())
+        .add_service(etcd.maintenance_service())
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())

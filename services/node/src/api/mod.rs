@@ -11,8 +11,11 @@
 //! - `pipeline.rs`: the Pipeline service: many Kv requests on one stream, for proxies.
 //! - `cluster.rs`: the Cluster and Fault services.
 //! - `validate.rs`: input checks.
+//! - `etcd/`: etcd's v3 API (KV, Watch, Cluster, Maintenance) over the same node, for etcd clients.
+//!   `lease.rs`: etcd's Lease service.
 
 mod cluster;
+mod etcd;
 mod kv;
 mod lease;
 mod pipeline;
@@ -29,6 +32,7 @@ use reinado_raft::{Index, NodeId};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+pub use etcd::EtcdApi;
 pub use validate::prefix_end;
 
 /// The cluster id etcd's headers carry: a fixed hash (FNV-1a, 64 bits) of the cluster's name, never 0.
@@ -125,6 +129,11 @@ impl NodeApi {
     /// The Cluster service.
     pub fn cluster_service(&self) -> reinado_proto::v1::cluster_server::ClusterServer<Self> {
         reinado_proto::v1::cluster_server::ClusterServer::new(self.clone())
+    }
+
+    /// etcd's v3 services over this node (KV, Watch, Cluster, Maintenance).
+    pub fn etcd(&self) -> EtcdApi {
+        EtcdApi::new(self)
     }
 
     /// etcd's Lease service.

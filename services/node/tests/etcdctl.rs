@@ -1,0 +1,466 @@
+//! The real `etcdctl` 3.5.1 against Reinado nodes: etcd's v3 API on the client port.
+//!
+//! One test runs a single node through put, get, get --prefix, txn -i, watch, del --prefix, member list,
+//! endpoint status, compaction, and etcd's errors (a read below the compaction, a txn of 129 operations, a key
+//! put twice in a txn, an empty key); the other points etcdctl at a follower of a three-node cluster, which
+//! forwards the writes to the leader. etcdctl comes from `make etcd-bin` (which `make test` runs first), in
+//! the workspace's `target/etcd/bin`; without it the tests say so and skip.
+
+use reinado_client::harness::{LocalCluster, poll_until};
+use reinado_proto::etcd::etcdserverpb::{PutRequest, kv_client::KvClient};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The longest one etcdctl command may run before the test kills it and fails.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `target/etcd/bin/etcdctl`, or `None` (saying why) if `make etcd-bin` has not put it there.
+fn etcdctl_binary() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/etcd/bin/etcdctl");
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "SKIPPED: {} is missing; run `make etcd-bin` to fetch etcd 3.5.1's etcdctl",
+        path.display()
+    );
+    None
+}
+
+/// etcdctl pointed at one endpoint.
+struct Etcdctl {
+    bin: PathBuf,
+    endpoint: String,
+}
+
+impl Etcdctl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(["--dial-timeout=5s", "--command-timeout=15s"])
+            .args(args);
+        cmd
+    }
+
+    /// Runs etcdctl with `stdin` to completion (killing it past the deadline).
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start etcdctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write etcdctl's stdin");
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        while child.try_wait().expect("etcdctl's status").is_none() {
+            if Instant::now() > deadline {
+                child.kill().expect("kill etcdctl");
+                panic!("etcdctl {args:?} ran over {COMMAND_DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("etcdctl's output")
+    }
+
+    /// The stdout of a command that must succeed.
+    fn ok_with(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run(args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, "")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-w", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?}: `{out}`: {e}"))
+    }
+
+    /// The stderr of a command that must fail.
+    fn fails_with(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            !out.status.success(),
+            "etcdctl {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The revision the endpoint is at, from a Range's header.
+    fn revision(&self) -> i64 {
+        self.json(&["get", "no-such-key"])["header"]["revision"]
+            .as_i64()
+            .expect("a header revision")
+    }
+}
+
+/// Base64 as etcdctl's JSON prints keys and values.
+fn b64(s: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The keys of a `get -w json` answer, as strings (base64, as printed).
+fn keys(get: &Value) -> Vec<String> {
+    get["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| kv["key"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn value_of(ctl: &Etcdctl, key: &str) -> String {
+    let get = ctl.json(&["get", key]);
+    get["kvs"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A background `etcdctl watch`, its JSON lines collected, killed when dropped.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(ctl: &Etcdctl, args: &[&str]) -> Watch {
+        let mut all = vec!["watch"];
+        all.extend(args);
+        all.extend(["-w", "json"]);
+        let mut child = ctl
+            .command(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcdctl watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The next `n` events printed, within the wait.
+    fn events(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        let mut events = Vec::new();
+        while events.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("the watch printed {events:?}, not {n} events, in {WAIT:?}")
+            });
+            let resp: Value = serde_json::from_str(&line).expect("a JSON watch response");
+            events.extend(resp["Events"].as_array().cloned().unwrap_or_default());
+        }
+        events
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A txn for `etcdctl txn -i`: compares, success requests, failure requests, each ended by an empty line.
+fn txn_input(compares: &[&str], success: &[String], failure: &[String]) -> String {
+    let mut input = String::new();
+    for section in [
+        compares.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        success.to_vec(),
+        failure.to_vec(),
+    ] {
+        for line in section {
+            input.push_str(&line);
+            input.push('\n');
+        }
+        input.push('\n');
+    }
+    input
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_a_single_node() {
+    let Some(bin) = etcdctl_binary() else { return };
+    let mut cluster = LocalCluster::start(1, &[]);
+    cluster.wait_leader(WAIT).await;
+    let addr = cluster.nodes[&1].client_addr.clone();
+    let ctl = Etcdctl {
+        bin,
+        endpoint: addr.clone(),
+    };
+
+    assert_eq!(ctl.ok(&["put", "foo", "bar"]).trim(), "OK");
+    let get = ctl.json(&["get", "foo"]);
+    assert_eq!(keys(&get), [b64("foo")]);
+    assert_eq!(get["kvs"][0]["value"], b64("bar"));
+    assert_eq!(get["header"]["member_id"], 1);
+    assert!(get["header"]["cluster_id"].as_u64().is_some_and(|c| c != 0));
+    let put_revision = get["kvs"][0]["mod_revision"].as_i64().unwrap();
+    assert!(get["header"]["revision"].as_i64().unwrap() >= put_revision);
+
+    ctl.ok(&["put", "foo2", "baz"]);
+    ctl.ok(&["put", "other", "x"]);
+    let prefix = ctl.json(&["get", "--prefix", "foo"]);
+    assert_eq!(keys(&prefix), [b64("foo"), b64("foo2")]);
+    assert_eq!(prefix["count"], 2);
+    assert_eq!(ctl.ok(&["get", "foo", "--print-value-only"]).trim(), "bar");
+
+    // txn -i: the comparison holds, then it does not.
+    let holds = txn_input(
+        &[r#"value("foo") = "bar""#],
+        &["put t yes".into()],
+        &["put t no".into()],
+    );
+    assert!(ctl.ok_with(&["txn", "-i"], &holds).contains("SUCCESS"));
+    assert_eq!(value_of(&ctl, "t"), b64("yes"));
+    let fails = txn_input(
+        &[r#"value("foo") = "nope""#, r#"create("foo") > "0""#],
+        &["put t yes".into()],
+        &["put t no".into(), "get foo".into()],
+    );
+    let out = ctl.ok_with(&["txn", "-i"], &fails);
+    assert!(out.contains("FAILURE") && out.contains("bar"), "{out}");
+    assert_eq!(value_of(&ctl, "t"), b64("no"));
+
+    // A watch from the next revision sees a put and a delete.
+    let from = ctl.revision() + 1;
+    let watch = Watch::start(&ctl, &["--prefix", "w", &format!("--rev={from}")]);
+    ctl.ok(&["put", "w1", "v1"]);
+    ctl.ok(&["del", "w1"]);
+    let events = watch.events(2);
+    assert_eq!(events[0]["kv"]["key"], b64("w1"));
+    assert_eq!(events[0]["kv"]["value"], b64("v1"));
+    assert_eq!(events[0]["kv"]["mod_revision"], from);
+    assert_eq!(events[1]["type"], 1, "a DELETE: {events:?}");
+    drop(watch);
+
+    assert_eq!(ctl.ok(&["del", "--prefix", "foo"]).trim(), "2");
+    assert!(keys(&ctl.json(&["get", "--prefix", "foo"])).is_empty());
+
+    let members = ctl.json(&["member", "list"]);
+    let members = members["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["ID"], 1);
+    assert_eq!(members[0]["name"], "node-1");
+    assert_eq!(members[0]["clientURLs"][0], format!("http://{addr}"));
+
+    // A learner added (it never starts: a learner does not count towards the quorum), then removed.
+    let added = ctl.ok(&[
+        "member",
+        "add",
+        "n2",
+        "--learner",
+        "--peer-urls=http://127.0.0.1:1",
+    ]);
+    assert!(added.contains("Member                2 added"), "{added}");
+    let listed = ctl.ok(&["member", "list"]);
+    assert!(
+        listed.contains("2, unstarted, , http://127.0.0.1:1, , true"),
+        "{listed}"
+    );
+    let promote = ctl.fails_with(&["member", "promote", "2"], "");
+    assert!(promote.contains("code = Unimplemented"), "{promote}");
+    assert!(
+        ctl.ok(&["member", "remove", "2"])
+            .contains("Member                2 removed")
+    );
+    assert_eq!(
+        ctl.json(&["member", "list"])["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let status = ctl.json(&["endpoint", "status"]);
+    let status = &status[0]["Status"];
+    assert_eq!(status["version"], "3.5.0");
+    assert_eq!(status["leader"], 1);
+    assert!(status["raftTerm"].as_u64().is_some_and(|t| t >= 1));
+    assert!(
+        status["raftIndex"]
+            .as_u64()
+            .is_some_and(|i| i >= put_revision as u64)
+    );
+
+    // etcd's errors, with etcd's messages.
+    let now = ctl.revision();
+    let compacted = ctl.ok(&["compaction", &now.to_string()]);
+    assert_eq!(compacted.trim(), format!("compacted revision {now}"));
+    let below = ctl.fails_with(&["get", "foo", &format!("--rev={put_revision}")], "");
+    assert!(
+        below.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{below}"
+    );
+    let watch_below = ctl.fails_with(&["watch", "foo", &format!("--rev={put_revision}")], "");
+    assert!(
+        watch_below.contains(
+            "watch was canceled (etcdserver: mvcc: required revision has been compacted)"
+        ),
+        "{watch_below}"
+    );
+    let future = ctl.fails_with(&["get", "foo", &format!("--rev={}", now + 100)], "");
+    assert!(
+        future.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{future}"
+    );
+    let many: Vec<String> = (0..129).map(|i| format!("put k{i} v")).collect();
+    let too_many = ctl.fails_with(&["txn", "-i"], &txn_input(&[], &many, &[]));
+    assert!(
+        too_many.contains("etcdserver: too many operations in txn request"),
+        "{too_many}"
+    );
+    let twice = txn_input(&[], &["put a 1".into(), "put a 2".into()], &[]);
+    let duplicate = ctl.fails_with(&["txn", "-i"], &twice);
+    assert!(
+        duplicate.contains("etcdserver: duplicate key given in txn request"),
+        "{duplicate}"
+    );
+    let empty = ctl.fails_with(&["put", "", "x"], "");
+    assert!(empty.contains("etcdserver: key is not provided"), "{empty}");
+    let unknown_lease = ctl.fails_with(&["put", "leased", "x", "--lease=7b"], "");
+    assert!(
+        unknown_lease.contains("etcdserver: requested lease not found"),
+        "{unknown_lease}"
+    );
+    // None of the refused writes changed anything.
+    assert!(keys(&ctl.json(&["get", "a"])).is_empty());
+    assert!(keys(&ctl.json(&["get", "k0"])).is_empty());
+    assert!(keys(&ctl.json(&["get", "leased"])).is_empty());
+
+    // A key put under a lease carries it; revoking the lease deletes the key.
+    let granted = ctl.ok(&["lease", "grant", "100"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease <hex id> granted");
+    ctl.ok(&["put", "leased", "x", &format!("--lease={lease}")]);
+    let leased = ctl.json(&["get", "leased"]);
+    let lease_id = i64::from_str_radix(lease, 16).expect("a hex lease id");
+    assert_eq!(leased["kvs"][0]["lease"], lease_id);
+    ctl.ok(&["lease", "revoke", lease]);
+    assert!(keys(&ctl.json(&["get", "leased"])).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_writes_through_a_follower() {
+    let Some(bin) = etcdctl_binary() else { return };
+    let mut cluster = LocalCluster::start(3, &[]);
+    let leader = cluster.wait_leader(WAIT).await;
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster
+        .wait_until("the follower knows the leader's address", WAIT, |st| {
+            !st[&follower].leader_addr.is_empty()
+        })
+        .await;
+    let ctl = Etcdctl {
+        bin,
+        endpoint: cluster.nodes[&follower].client_addr.clone(),
+    };
+
+    assert_eq!(ctl.ok(&["put", "k", "v1"]).trim(), "OK");
+    let get = ctl.json(&["get", "k"]);
+    assert_eq!(
+        get["kvs"][0]["value"],
+        b64("v1"),
+        "a linearizable read on the follower"
+    );
+    assert_eq!(get["header"]["member_id"], follower);
+    let txn = txn_input(
+        &[r#"value("k") = "v1""#],
+        &["put k v2".into(), "put k2 x".into()],
+        &[],
+    );
+    assert!(ctl.ok_with(&["txn", "-i"], &txn).contains("SUCCESS"));
+    assert_eq!(ctl.ok(&["del", "--prefix", "k"]).trim(), "2");
+    ctl.ok(&["put", "k", "v3"]);
+    // A serializable read on the follower catches up with the write (it was applied on a majority).
+    let serializable = poll_until(WAIT, Duration::from_millis(50), async || {
+        let v = ctl.json(&["get", "k", "--consistency=s"])["kvs"][0]["value"].clone();
+        if v == b64("v3") { Ok(()) } else { Err(v) }
+    })
+    .await;
+    serializable.expect("the follower applies the forwarded write");
+
+    let members = ctl.json(&["member", "list"]);
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(3));
+    let status = ctl.json(&["endpoint", "status"]);
+    assert_eq!(status[0]["Status"]["leader"], leader);
+
+    // A request already forwarded once is never forwarded again: a follower refuses it as etcd would.
+    let mut raw = KvClient::connect(format!("http://{}", cluster.nodes[&follower].client_addr))
+        .await
+        .unwrap();
+    let mut put = tonic::Request::new(PutRequest {
+        key: b"k".to_vec(),
+        value: b"chained".to_vec(),
+        ..PutRequest::default()
+    });
+    put.metadata_mut()
+        .insert("reinado-etcd-forwarded", "1".parse().unwrap());
+    let refused = raw
+        .put(put)
+        .await
+        .expect_err("a forwarded request on a follower");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_eq!(refused.message(), "etcdserver: not leader");
+    assert_eq!(value_of(&ctl, "k"), b64("v3"));
+}
+
+#[test]
+fn base64_matches_the_standard_alphabet() {
+    assert_eq!(b64("foo"), "Zm9v");
+    assert_eq!(b64("w1"), "dzE=");
+    assert_eq!(b64("f"), "Zg==");
+    assert_eq!(b64("foobar"), "Zm9vYmFy");
+}
