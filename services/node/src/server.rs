@@ -166,10 +166,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .add_service(etcd.watch_service())
         .add_service(etcd.cluster_service())
         .add_service(etcd.maintenance_service())
+        .add_service(etcd.lease_service())
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())
-        .add_service(api.lease_service())
         .serve_with_incoming_shutdown(incoming(client_listener), stopped(client_stop));
     let mut client_task = tokio::spawn(client_server);
 

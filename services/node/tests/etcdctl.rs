@@ -464,3 +464,148 @@ fn base64_matches_the_standard_alphabet() {
     assert_eq!(b64("f"), "Zg==");
     assert_eq!(b64("foobar"), "Zm9vYmFy");
 }
+
+/// A background etcdctl (lock, elect), its stdout lines collected, killed (SIGKILL) when dropped.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn start(ctl: &Etcdctl, args: &[&str]) -> Background {
+        let mut child = ctl
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcdctl");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Background { child, lines }
+    }
+
+    /// The next line printed within `wait`.
+    fn line(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lease id in etcdctl's "lease 694d7b5b7d6a0f05 granted with TTL(5s)".
+fn granted(out: &str) -> String {
+    let id = out.split_whitespace().nth(1).expect("lease ID");
+    assert!(out.contains("granted with TTL"), "{out}");
+    id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_leases_locks_and_elections_through_a_follower() {
+    let Some(bin) = etcdctl_binary() else { return };
+    let mut cluster = LocalCluster::start(3, &[]);
+    let leader = cluster.wait_leader(WAIT).await;
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster
+        .wait_until("the follower knows the leader's address", WAIT, |st| {
+            !st[&follower].leader_addr.is_empty()
+        })
+        .await;
+    let ctl = Etcdctl {
+        bin,
+        endpoint: cluster.nodes[&follower].client_addr.clone(),
+    };
+
+    // Grant, attach, time-to-live with keys, keep-alive, list, revoke (which deletes the key).
+    let id = granted(&ctl.ok(&["lease", "grant", "30"]));
+    ctl.ok(&["put", "--lease", &id, "leased", "v"]);
+    let ttl = ctl.json(&["lease", "timetolive", &id, "--keys"]);
+    assert_eq!(ttl["granted-ttl"], 30, "{ttl}");
+    let left = ttl["ttl"].as_i64().unwrap();
+    assert!((1..=30).contains(&left), "{ttl}");
+    assert_eq!(ttl["keys"][0], b64("leased"), "{ttl}");
+    let kept = ctl.ok(&["lease", "keep-alive", "--once", &id]);
+    assert!(kept.contains("keepalived with TTL(30)"), "{kept}");
+    assert!(ctl.ok(&["lease", "list"]).contains(&id));
+    assert!(ctl.ok(&["lease", "revoke", &id]).contains("revoked"));
+    assert!(keys(&ctl.json(&["get", "leased"])).is_empty());
+    let unknown = ctl.fails_with(&["lease", "revoke", &id], "");
+    assert!(unknown.contains("requested lease not found"), "{unknown}");
+    let gone = ctl.json(&["lease", "timetolive", &id]);
+    assert_eq!(gone["ttl"], -1, "{gone}");
+    let too_large = ctl.fails_with(&["lease", "grant", "9000000001"], "");
+    assert!(too_large.contains("too large lease TTL"), "{too_large}");
+
+    // A lease that nobody keeps alive runs out on the leader's clock, and takes its key along.
+    let started = Instant::now();
+    let short = granted(&ctl.ok(&["lease", "grant", "1"]));
+    ctl.ok(&["put", "--lease", &short, "expiring", "v"]);
+    let expired = poll_until(WAIT, Duration::from_millis(20), async || {
+        if keys(&ctl.json(&["get", "expiring"])).is_empty() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    expired.expect("the key of a lease nobody keeps alive is deleted");
+    let took = started.elapsed();
+    // TTL 1 is raised to the minimum (2 s with the default election timeout), and runs from the grant.
+    assert!(took >= Duration::from_secs(2), "expired after {took:?}");
+    eprintln!("a 2 s lease ran out {took:?} after the grant was asked for");
+
+    // Two contenders for one lock: the second gets it only once the first's process is killed and its
+    // session lease runs out; its key's create revision (the fencing token) is larger.
+    let first = Background::start(&ctl, &["lock", "--ttl=2", "shared"]);
+    let first_key = first
+        .line(WAIT)
+        .expect("the first contender holds the lock");
+    assert!(first_key.starts_with("shared/"), "{first_key}");
+    let second = Background::start(&ctl, &["lock", "--ttl=2", "shared"]);
+    assert_eq!(
+        second.line(Duration::from_millis(1500)),
+        None,
+        "the second contender must wait"
+    );
+    let first_token = ctl.json(&["get", &first_key])["kvs"][0]["create_revision"]
+        .as_i64()
+        .unwrap();
+    let killed = Instant::now();
+    drop(first);
+    let second_key = second
+        .line(WAIT)
+        .expect("the second contender gets the lock");
+    eprintln!(
+        "lock handed over {:?} after its holder was killed",
+        killed.elapsed()
+    );
+    let second_token = ctl.json(&["get", &second_key])["kvs"][0]["create_revision"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        second_token > first_token,
+        "{second_token} after {first_token}"
+    );
+    assert!(keys(&ctl.json(&["get", &first_key])).is_empty());
+    drop(second);
+
+    // An election: one campaigner leads, an observer sees its proposal.
+    let campaign = Background::start(&ctl, &["elect", "fleet", "alpha"]);
+    let won = campaign.line(WAIT).expect("the campaigner is elected");
+    assert!(won.starts_with("fleet/"), "{won}");
+    let observer = Background::start(&ctl, &["elect", "--listen", "fleet"]);
+    let seen: Vec<String> = (0..2).filter_map(|_| observer.line(WAIT)).collect();
+    assert!(seen.iter().any(|l| l == "alpha"), "{seen:?}");
+}

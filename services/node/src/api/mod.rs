@@ -12,12 +12,10 @@
 //! - `cluster.rs`: the Cluster and Fault services.
 //! - `validate.rs`: input checks.
 //! - `etcd/`: etcd's v3 API (KV, Watch, Cluster, Maintenance) over the same node, for etcd clients.
-//!   `lease.rs`: etcd's Lease service.
 
 mod cluster;
 mod etcd;
 mod kv;
-mod lease;
 mod pipeline;
 mod validate;
 mod watches;
@@ -134,14 +132,6 @@ impl NodeApi {
     /// etcd's v3 services over this node (KV, Watch, Cluster, Maintenance).
     pub fn etcd(&self) -> EtcdApi {
         EtcdApi::new(self)
-    }
-
-    /// etcd's Lease service.
-    pub fn lease_service(
-        &self,
-    ) -> reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer<Self> {
-        reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer::new(self.clone())
-            .max_decoding_message_size(self.inner.limits.max_request_bytes)
     }
 
     /// The Fault service.

@@ -8,14 +8,15 @@
 //! forwarded again. Errors are [`NodeError`]s with etcd's own messages where etcd has one, turned into a gRPC
 //! status by the one `From<NodeError> for tonic::Status`.
 //!
-//! etcd's Lease service is `api/lease.rs`, next to this module (it needs the leader's lease clock); Lock and
-//! Election are not served here.
+//! Lock and Election are not served yet.
 //!
 //! ## Layout
 //! - `mod.rs`: [`EtcdApi`], the response header, the write path and the forwarding to the leader.
 //! - `kv.rs`: the KV service. `validate.rs`: etcd's input checks on its requests.
 //! - `watch.rs`: the Watch service (one task per stream, many watches on it).
 //! - `cluster.rs`: the Cluster service. `maintenance.rs`: the Maintenance service.
+//! - `lease.rs`: the Lease service (grant, revoke, keep-alive, time-to-live, leases), over the leader's lease
+//!   clock.
 
 /// In a handler of a request that needs the leader: on a follower, forwards `$req` to the leader with
 /// `$client::$method` and returns its answer (see [`EtcdApi::forward`]); on the leader, goes on.
@@ -33,6 +34,7 @@ macro_rules! forward_unless_leader {
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 mod validate;
 mod watch;
@@ -117,6 +119,14 @@ impl EtcdApi {
         &self,
     ) -> reinado_proto::etcd::etcdserverpb::cluster_server::ClusterServer<Self> {
         reinado_proto::etcd::etcdserverpb::cluster_server::ClusterServer::new(self.clone())
+    }
+
+    /// etcd's Lease service.
+    pub fn lease_service(
+        &self,
+    ) -> reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer<Self> {
+        reinado_proto::etcd::etcdserverpb::lease_server::LeaseServer::new(self.clone())
+            .max_decoding_message_size(self.api.inner.limits.max_request_bytes)
     }
 
     /// etcd's Maintenance service.

@@ -1,13 +1,14 @@
 //! etcd's `Lease` service on a node: grant and revoke go through the log; keep-alive and time-to-live ask
 //! the leader's lease clock (`replica::lessor`), and are answered only once a read index confirmed the
-//! leadership after the renewal.
+//! leadership after the renewal. A follower forwards them to the leader (a keep-alive stream as a whole).
 
-use super::NodeApi;
+use super::{EtcdApi, Route};
 use crate::error::NodeError;
+use reinado_proto::etcd::etcdserverpb::lease_client::LeaseClient;
 use reinado_proto::etcd::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader, lease_server::Lease,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, lease_server::Lease,
 };
 use reinado_proto::v1::{LeaseGrant, LeaseRevoke, command};
 use std::pin::Pin;
@@ -21,29 +22,18 @@ pub const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
 pub type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
-impl NodeApi {
-    /// etcd's header, at revision `revision` (0: the applied one).
-    fn lease_header(&self, revision: u64) -> ResponseHeader {
-        let h = self.header();
-        ResponseHeader {
-            cluster_id: super::etcd_cluster_id(&self.inner.cluster_id),
-            member_id: h.member_id,
-            revision: i64::try_from(if revision == 0 { h.revision } else { revision })
-                .unwrap_or(i64::MAX),
-            raft_term: h.raft_term,
-        }
-    }
-
+impl EtcdApi {
     /// Renews lease `id` and confirms the leadership after it: its TTL, 0 if it does not exist.
     async fn keep_alive_once(&self, id: i64) -> Result<i64, NodeError> {
         let renewed = self
+            .api
             .ask("the leader's lease clock", |reply| {
                 crate::raft_loop::Request::LeaseKeepAlive { id, reply }
             })
             .await;
         match renewed {
             Ok(ttl) => {
-                self.linearize().await?;
+                self.api.linearize().await?;
                 Ok(ttl)
             }
             Err(NodeError::NotFound(_)) => Ok(0),
@@ -53,11 +43,12 @@ impl NodeApi {
 }
 
 #[tonic::async_trait]
-impl Lease for NodeApi {
+impl Lease for EtcdApi {
     async fn lease_grant(
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        forward_unless_leader!(self, req, LeaseClient::lease_grant);
         let req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL_S {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
@@ -70,14 +61,14 @@ impl Lease for NodeApi {
             .into());
         }
         // etcd's minimum: a lease outlives the election that a leader's loss starts.
-        let ttl = req.ttl.max(self.inner.min_lease_ttl_s);
+        let ttl = req.ttl.max(self.api.inner.min_lease_ttl_s);
         let op = command::Op::LeaseGrant(LeaseGrant {
             id: req.id,
             ttl_s: ttl,
         });
-        let outcome = self.write(None, op, 0).await?;
+        let outcome = self.propose(op, 0).await?;
         Ok(Response::new(LeaseGrantResponse {
-            header: Some(self.lease_header(outcome.revision)),
+            header: Some(self.header(outcome.revision)),
             id: outcome.lease_id,
             ttl: outcome.lease_ttl,
             error: String::new(),
@@ -88,14 +79,15 @@ impl Lease for NodeApi {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        forward_unless_leader!(self, req, LeaseClient::lease_revoke);
         let id = req.into_inner().id;
         let op = command::Op::LeaseRevoke(LeaseRevoke {
             ids: vec![id],
             expired: false,
         });
-        let outcome = self.write(None, op, 0).await?;
+        let outcome = self.propose(op, 0).await?;
         Ok(Response::new(LeaseRevokeResponse {
-            header: Some(self.lease_header(outcome.revision)),
+            header: Some(self.header(outcome.revision)),
         }))
     }
 
@@ -105,6 +97,16 @@ impl Lease for NodeApi {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        if let Route::Leader(addr) = self.route(&req)? {
+            // The whole stream goes to the leader; if leadership moves, it ends and the client opens another.
+            let renewals = req.into_inner().map_while(Result::ok);
+            let answers = self
+                .forward(&addr, renewals, |ch, r| async move {
+                    LeaseClient::new(ch).lease_keep_alive(r).await
+                })
+                .await?;
+            return Ok(Response::new(Box::pin(answers.into_inner())));
+        }
         let mut requests = req.into_inner();
         let api = self.clone();
         // One renewal at a time per stream, answers through a small channel: a client that stops reading
@@ -117,7 +119,7 @@ impl Lease for NodeApi {
                         api.keep_alive_once(req.id)
                             .await
                             .map(|ttl| LeaseKeepAliveResponse {
-                                header: Some(api.lease_header(0)),
+                                header: Some(api.current_header()),
                                 id: req.id,
                                 ttl,
                             })
@@ -142,9 +144,11 @@ impl Lease for NodeApi {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        forward_unless_leader!(self, req, LeaseClient::lease_time_to_live);
         let req = req.into_inner();
         let id = req.id;
         let asked = self
+            .api
             .ask("the leader's lease clock", |reply| {
                 crate::raft_loop::Request::LeaseTimeToLive {
                     id,
@@ -155,9 +159,9 @@ impl Lease for NodeApi {
             .await;
         let resp = match asked {
             Ok(ttl) => {
-                self.linearize().await?;
+                self.api.linearize().await?;
                 LeaseTimeToLiveResponse {
-                    header: Some(self.lease_header(0)),
+                    header: Some(self.current_header()),
                     id,
                     ttl: ttl.remaining_s,
                     granted_ttl: ttl.granted_s,
@@ -166,13 +170,13 @@ impl Lease for NodeApi {
             }
             // etcd answers an unknown lease with TTL -1, not an error.
             Err(NodeError::NotFound(_)) => LeaseTimeToLiveResponse {
-                header: Some(self.lease_header(0)),
+                header: Some(self.current_header()),
                 id,
                 ttl: -1,
                 granted_ttl: 0,
                 keys: Vec::new(),
             },
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(super::etcd_error(e).into()),
         };
         Ok(Response::new(resp))
     }
@@ -181,16 +185,15 @@ impl Lease for NodeApi {
         &self,
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.linearize().await?;
-        let leases = {
-            let sm = self.inner.state.read().expect("state lock");
-            sm.leases()
-                .iter()
-                .map(|(id, _)| LeaseStatus { id })
-                .collect()
-        };
+        self.api.linearize().await.map_err(super::etcd_error)?;
+        let leases = self
+            .state()
+            .leases()
+            .iter()
+            .map(|(id, _)| LeaseStatus { id })
+            .collect();
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.lease_header(0)),
+            header: Some(self.current_header()),
             leases,
         }))
     }
