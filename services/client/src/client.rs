@@ -167,7 +167,7 @@ struct Inner {
 
 /// What a call reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Read,
     Write,
 }
@@ -221,7 +221,12 @@ impl Client {
         Ok(c)
     }
 
-    fn traced(&self, addr: &str) -> Result<Traced, ClientError> {
+    /// The options this client was made with.
+    pub fn options(&self) -> ClientOptions {
+        self.inner.opts
+    }
+
+    pub(crate) fn traced(&self, addr: &str) -> Result<Traced, ClientError> {
         Ok(InterceptedService::new(
             self.channel(addr)?,
             TracePropagation,
@@ -229,7 +234,7 @@ impl Client {
     }
 
     /// The order to try endpoints in for one attempt number.
-    fn pick(&self, kind: Kind, attempt: usize) -> String {
+    pub(crate) fn pick(&self, kind: Kind, attempt: usize) -> String {
         if kind == Kind::Write
             && attempt == 0
             && let Some(leader) = self.inner.leader_hint.lock().expect("hint lock").clone()
@@ -242,7 +247,7 @@ impl Client {
     }
 
     /// Runs `call` against endpoints until it succeeds, fails for good, or the deadline passes.
-    async fn run<T, F, Fut>(&self, kind: Kind, mut call: F) -> Result<T, ClientError>
+    pub(crate) async fn run<T, F, Fut>(&self, kind: Kind, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Traced, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -292,7 +297,7 @@ impl Client {
         }
     }
 
-    fn remember(&self, addr: &str) {
+    pub(crate) fn remember(&self, addr: &str) {
         if let Some(i) = self.inner.endpoints.iter().position(|e| e == addr) {
             self.inner.preferred.store(i, Ordering::Relaxed);
         }
@@ -504,7 +509,7 @@ impl Client {
 }
 
 /// A request with a gRPC deadline.
-fn timed<T>(msg: T, budget: Duration) -> tonic::Request<T> {
+pub(crate) fn timed<T>(msg: T, budget: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(budget);
     req

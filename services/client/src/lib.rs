@@ -4,6 +4,8 @@
 //!
 //! ## Layout
 //! - [`client`]: [`Client`], over a list of endpoints: failover, deadlines, retries with the same request id.
+//! - [`etcd`]: [`EtcdClient`], etcd's v3 API (KV put and range, leases, locks, elections) on the same
+//!   endpoints and channels, with the same failover; keep-alive and observe streams that move between endpoints.
 //! - [`watch`]: watches that resume on another endpoint from the last delivered revision.
 //! - [`error`]: [`ClientError`] (messages that say what to do) and the retry classification of statuses.
 //! - [`envconfig`]: configuration from `REINADO_*` variables, the same way in every binary.
@@ -17,6 +19,7 @@ pub mod channel;
 pub mod client;
 pub mod envconfig;
 pub mod error;
+pub mod etcd;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod health;
@@ -27,6 +30,7 @@ pub mod watch;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
+pub use etcd::EtcdClient;
 
 /// Completes on SIGTERM (what `docker stop` and Kubernetes send) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
