@@ -4,19 +4,24 @@
 //! - `mod.rs`: the arguments and [`run`].
 //! - `kv.rs`: put, get, del, range, cas, watch, log.
 //! - `cluster.rs`: status, member, leader, fault, health.
-//! - `bench.rs`: the closed-loop benchmark.
+//! - `lease.rs`: lease grant, revoke, keep-alive, ttl, list, and put with a lease (etcd's v3 API).
+//! - `coord.rs`: lock and elect (etcd's v3 Lock and Election), under a session lease.
+//! - `bench.rs`: the closed-loop benchmark, over Reinado's API or etcd's.
 //! - `menu.rs`: the interactive menu.
 //! - `output.rs`: tables, JSON, errors and exit codes.
 
 mod bench;
 mod cluster;
+mod coord;
 mod kv;
+mod lease;
 mod menu;
 mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use output::Out;
-use reinado_client::{Client, ClientOptions};
+use reinado_client::etcd::parse_lease_hex;
+use reinado_client::{Client, ClientOptions, EtcdClient};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -97,6 +102,9 @@ pub enum Command {
         key: String,
         /// The value.
         value: String,
+        /// Attach the key to this lease (hex ID): it is deleted with the lease. Sent as etcd's KV.Put.
+        #[arg(long, value_parser = parse_lease_hex)]
+        lease: Option<i64>,
     },
     /// Read a key (exit code 4 if it does not exist).
     Get {
@@ -193,6 +201,36 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Leases (etcd's v3 Lease API; IDs in hex).
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Take a lock (etcd's v3 Lock) under a session lease; print its key and fencing token; run COMMAND while
+    /// holding it (exit code: the command's), or hold until Ctrl-C; then unlock.
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// The session lease's TTL in seconds (it is kept alive while the lock is held).
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+        /// The command to run while holding the lock (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Campaign in an election (etcd's v3 Election) under a session lease; print when elected, hold until
+    /// Ctrl-C, then resign. With --listen, print each leader's proposal instead.
+    Elect {
+        /// The election's name.
+        name: String,
+        /// What this candidate proposes (its value while it leads).
+        #[arg(required_unless_present = "listen")]
+        proposal: Option<String>,
+        /// Observe the election: print each leader's proposal.
+        #[arg(long, conflicts_with = "proposal")]
+        listen: bool,
+        /// The session lease's TTL in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+    },
     /// Closed-loop load generator: throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// An interactive menu.
@@ -221,6 +259,42 @@ pub enum MemberCommand {
         id: u64,
     },
     /// List the members.
+    List,
+}
+
+/// Lease commands.
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds; prints its ID.
+    Grant {
+        /// Its time to live, in seconds.
+        ttl: i64,
+    },
+    /// Revoke a lease, deleting its keys.
+    Revoke {
+        /// The lease ID (hex).
+        #[arg(value_parser = parse_lease_hex)]
+        id: i64,
+    },
+    /// Keep a lease alive until Ctrl-C, printing each renewal.
+    KeepAlive {
+        /// The lease ID (hex).
+        #[arg(value_parser = parse_lease_hex)]
+        id: i64,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show a lease's remaining and granted TTL (exit code 4 if it expired or does not exist).
+    Ttl {
+        /// The lease ID (hex).
+        #[arg(value_parser = parse_lease_hex)]
+        id: i64,
+        /// Also list the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List every lease.
     List,
 }
 
@@ -269,6 +343,9 @@ impl Command {
             Command::Leader(_) => "leader",
             Command::Fault { .. } => "fault",
             Command::Health { .. } => "health",
+            Command::Lease(_) => "lease",
+            Command::Lock { .. } => "lock",
+            Command::Elect { .. } => "elect",
             Command::Bench(_) => "bench",
             Command::Menu => "menu",
         }
@@ -306,9 +383,19 @@ pub async fn run(args: Args) -> u8 {
     code
 }
 
+/// An etcd v3 client on the same endpoints and channels.
+fn etcd(client: &Client) -> EtcdClient {
+    EtcdClient::new(client.clone())
+}
+
 async fn dispatch(command: Command, client: &Client, out: &Out) -> u8 {
     match command {
-        Command::Put { key, value } => kv::put(client, out, &key, &value).await,
+        Command::Put {
+            key,
+            value,
+            lease: Some(lease),
+        } => lease::put(&etcd(client), out, &key, &value, lease).await,
+        Command::Put { key, value, .. } => kv::put(client, out, &key, &value).await,
         Command::Get { key, consistency } => kv::get(client, out, &key, consistency).await,
         Command::Del { key } => kv::del(client, out, &key).await,
         Command::Range {
@@ -352,6 +439,22 @@ async fn dispatch(command: Command, client: &Client, out: &Out) -> u8 {
         Command::Health { addr, ready } => {
             let addr = addr.unwrap_or_else(|| client.endpoints()[0].clone());
             cluster::health(out, &addr, ready).await
+        }
+        Command::Lease(l) => lease::run(&etcd(client), out, l).await,
+        Command::Lock { name, ttl, command } => {
+            coord::lock(&etcd(client), out, &name, ttl, &command).await
+        }
+        Command::Elect {
+            name, listen: true, ..
+        } => coord::listen(&etcd(client), out, &name).await,
+        Command::Elect {
+            name,
+            proposal,
+            ttl,
+            ..
+        } => {
+            let proposal = proposal.unwrap_or_default();
+            coord::elect(&etcd(client), out, &name, &proposal, ttl).await
         }
         Command::Bench(b) => bench::run(client, out, b).await,
         Command::Menu => menu::run(client).await,
