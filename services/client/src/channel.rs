@@ -37,13 +37,17 @@ pub fn uri(addr: &str) -> String {
     }
 }
 
-/// A channel to `addr` that connects on first use and reconnects after failures.
-pub fn lazy_channel(addr: &str, opts: ChannelOptions) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(uri(addr))?
+/// The endpoint `addr` with these options, for a caller that adds its own (a per-request timeout, say).
+pub fn endpoint(addr: &str, opts: ChannelOptions) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri(addr))?
         .connect_timeout(opts.connect_timeout)
         .http2_keep_alive_interval(opts.keepalive_interval)
         .keep_alive_timeout(opts.keepalive_timeout)
         .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
+        .tcp_nodelay(true))
+}
+
+/// A channel to `addr` that connects on first use and reconnects after failures.
+pub fn lazy_channel(addr: &str, opts: ChannelOptions) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr, opts)?.connect_lazy())
 }

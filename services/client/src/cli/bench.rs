@@ -3,10 +3,11 @@
 //! throughput and percentiles.
 
 use super::ConsistencyArg;
+use super::bench_api::{Api, Target};
 use super::output::{Out, table};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
-use reinado_client::{Client, ClientOptions};
+use reinado_client::Client;
 use reinado_proto::v1::Consistency;
 use serde_json::json;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub enum Workload {
 /// `reinado bench` arguments.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// The API to send them through: Reinado's own, or etcd's v3 KV (to measure etcd itself too).
+    #[arg(long, value_enum, default_value = "reinado")]
+    pub api: Api,
     /// The requests to send.
     #[arg(long, value_enum, default_value = "put")]
     pub workload: Workload,
@@ -99,7 +103,7 @@ fn key(k: u64) -> Vec<u8> {
 }
 
 /// One closed-loop client.
-async fn client_loop(id: usize, client: Client, shared: Arc<Shared>) -> Histogram<u64> {
+async fn client_loop(id: usize, mut target: Target, shared: Arc<Shared>) -> Histogram<u64> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let a = &shared.args;
@@ -118,20 +122,22 @@ async fn client_loop(id: usize, client: Client, shared: Arc<Shared>) -> Histogra
             let k = format!("bench/txn/{id}/{slot}").into_bytes();
             n += 1;
             let new = format!("{n}").into_bytes();
-            let r = client.cas(&k, last[slot].as_deref(), &new).await;
-            let swapped = r.as_ref().is_ok_and(|r| r.succeeded);
+            let swapped = target
+                .cas(k, last[slot].as_deref(), new.clone())
+                .await
+                .unwrap_or(false);
             if swapped {
                 last[slot] = Some(new);
             }
             swapped
         } else if read {
-            client
-                .get(&key(rng.below(a.keys)), consistency)
+            target
+                .get(key(rng.below(a.keys)), consistency)
                 .await
                 .is_ok()
         } else {
-            client
-                .put(&key(rng.below(a.keys)), &shared.value)
+            target
+                .put(key(rng.below(a.keys)), &shared.value)
                 .await
                 .is_ok()
         };
@@ -145,32 +151,27 @@ async fn client_loop(id: usize, client: Client, shared: Arc<Shared>) -> Histogra
     hist
 }
 
-/// A client per bench client, each starting at a different endpoint so connections and reads spread.
-fn clients(base: &Client, n: usize) -> Result<Vec<Client>, reinado_client::ClientError> {
-    let endpoints = base.endpoints().to_vec();
+/// A connection per bench client, each starting at a different endpoint so connections and reads spread.
+fn targets(base: &Client, api: Api, n: usize) -> Result<Vec<Target>, reinado_client::ClientError> {
     (0..n)
-        .map(|i| {
-            let mut e = endpoints.clone();
-            e.rotate_left(i % endpoints.len());
-            Client::new(e, ClientOptions::default())
-        })
+        .map(|i| Target::new(api, base.endpoints(), i))
         .collect()
 }
 
 /// Writes every key once so gets find something.
 async fn prefill(
-    clients: &[Client],
+    targets: &[Target],
     keys: u64,
     value: &[u8],
 ) -> Result<(), reinado_client::ClientError> {
-    let per = keys.div_ceil(clients.len() as u64);
+    let per = keys.div_ceil(targets.len() as u64);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, c) in clients.iter().enumerate() {
-        let (c, value) = (c.clone(), value.to_vec());
+    for (i, t) in targets.iter().enumerate() {
+        let (mut t, value) = (t.clone(), value.to_vec());
         let range = (i as u64 * per)..((i as u64 + 1) * per).min(keys);
         tasks.spawn(async move {
             for k in range {
-                c.put(&key(k), &value).await?;
+                t.put(key(k), &value).await?;
             }
             Ok::<(), reinado_client::ClientError>(())
         });
@@ -187,7 +188,7 @@ pub async fn run(base: &Client, out: &Out, args: BenchArgs) -> u8 {
             "--clients and --keys must be positive and --read-ratio within 0..1".into(),
         ));
     }
-    let clients = match clients(base, args.clients) {
+    let clients = match targets(base, args.api, args.clients) {
         Ok(c) => c,
         Err(e) => return out.error(&e),
     };
@@ -273,6 +274,7 @@ fn report(out: &Out, shared: &Shared, hist: &Histogram<u64>, elapsed: Duration) 
     let workload = format!("{:?}", a.workload).to_lowercase();
     let j = json!({
         "workload": workload,
+        "api": format!("{:?}", a.api).to_lowercase(),
         "consistency": format!("{:?}", a.consistency).to_lowercase(),
         "clients": a.clients,
         "value_size": a.value_size,

@@ -6,11 +6,12 @@
 //! - `cluster.rs`: status, member, leader, fault, health.
 //! - `lease.rs`: lease grant, revoke, keep-alive, ttl, list, and put with a lease (etcd's v3 API).
 //! - `coord.rs`: lock and elect (etcd's v3 Lock and Election), under a session lease.
-//! - `bench.rs`: the closed-loop benchmark, over Reinado's API or etcd's.
+//! - `bench.rs`: the closed-loop benchmark; `bench_api.rs`: what it sends through, Reinado's API or etcd's.
 //! - `menu.rs`: the interactive menu.
 //! - `output.rs`: tables, JSON, errors and exit codes.
 
 mod bench;
+mod bench_api;
 mod cluster;
 mod coord;
 mod kv;
