@@ -35,9 +35,23 @@ async fn wait_holding<T>(
     }
 }
 
-/// `lock NAME [-- COMMAND...]`: takes the lock, prints its key and fencing token, runs COMMAND (or waits for
-/// Ctrl-C), then unlocks and revokes the session.
-pub async fn lock(etcd: &EtcdClient, out: &Out, name: &str, ttl_s: i64, command: &[String]) -> u8 {
+/// What to do once the lock is held.
+pub enum Holding<U> {
+    /// Run this command (program, arguments) and unlock when it exits.
+    Run(Vec<String>),
+    /// Hold until this completes (Ctrl-C, or Enter in the menu).
+    Until(U),
+}
+
+/// `lock NAME [-- COMMAND...]`: takes the lock, prints its key and fencing token, runs COMMAND (or holds),
+/// then unlocks and revokes the session.
+pub async fn lock(
+    etcd: &EtcdClient,
+    out: &Out,
+    name: &str,
+    ttl_s: i64,
+    then: Holding<impl Future<Output = ()>>,
+) -> u8 {
     let mut session = match out.patiently(etcd.session(ttl_s)).await {
         Ok(s) => s,
         Err(e) => return out.error(&e),
@@ -60,10 +74,9 @@ pub async fn lock(etcd: &EtcdClient, out: &Out, name: &str, ttl_s: i64, command:
         json!({ "key": text(&key), "fencing_token": token, "lease": lease_hex(lease) }),
         || format!("locked {} (fencing token {token})", text(&key)),
     );
-    let code = if command.is_empty() {
-        hold(&mut session, out).await
-    } else {
-        run_holding(&mut session, out, command).await
+    let code = match then {
+        Holding::Until(until) => hold(&mut session, out, until).await,
+        Holding::Run(command) => run_holding(&mut session, out, &command).await,
     };
     if let Err(e) = etcd.unlock(&key).await {
         out.error(&e);
@@ -84,10 +97,10 @@ async fn fencing_token(etcd: &EtcdClient, key: &[u8]) -> Result<i64, ClientError
         .ok_or_else(|| ClientError::NotFound(format!("the lock key {} is gone", text(key))))
 }
 
-/// Holds until Ctrl-C (exit 0) or the lease is lost.
-async fn hold(session: &mut Session, out: &Out) -> u8 {
+/// Holds until `until` completes (exit 0) or the lease is lost.
+async fn hold(session: &mut Session, out: &Out, until: impl Future<Output = ()>) -> u8 {
     tokio::select! {
-        _ = shutdown_signal() => 0,
+        _ = until => 0,
         e = session.keep_alive.lost() => out.error(&e),
     }
 }
@@ -141,8 +154,29 @@ async fn release(etcd: &EtcdClient, out: &Out, session: Session, code: u8) -> u8
     }
 }
 
-/// `elect NAME PROPOSAL`: campaigns, prints when elected, holds until Ctrl-C, then resigns.
-pub async fn elect(etcd: &EtcdClient, out: &Out, name: &str, proposal: &str, ttl_s: i64) -> u8 {
+/// The election to campaign in.
+pub struct Candidacy<'a> {
+    /// The election's name.
+    pub name: &'a str,
+    /// The candidate's proposal.
+    pub proposal: &'a str,
+    /// The session lease's TTL.
+    pub ttl_s: i64,
+}
+
+/// `elect NAME PROPOSAL`: campaigns, prints when elected, holds until `until` completes (Ctrl-C), then
+/// resigns.
+pub async fn elect(
+    etcd: &EtcdClient,
+    out: &Out,
+    c: Candidacy<'_>,
+    until: impl Future<Output = ()>,
+) -> u8 {
+    let Candidacy {
+        name,
+        proposal,
+        ttl_s,
+    } = c;
     let mut session = match out.patiently(etcd.session(ttl_s)).await {
         Ok(s) => s,
         Err(e) => return out.error(&e),
@@ -167,7 +201,7 @@ pub async fn elect(etcd: &EtcdClient, out: &Out, name: &str, proposal: &str, ttl
             )
         },
     );
-    let code = hold(&mut session, out).await;
+    let code = hold(&mut session, out, until).await;
     if let Err(e) = etcd.resign(leader).await {
         out.error(&e);
     }

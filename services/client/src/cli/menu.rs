@@ -2,6 +2,7 @@
 //! original client: 1 to write, 2 to read, ...). Each choice asks for what it needs and runs the same code as
 //! the command it stands for.
 
+use super::coord;
 use super::output::{Out, text};
 use super::{ConsistencyArg, Format};
 use reinado_client::Client;
@@ -10,8 +11,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
 const MENU: &str = "
   1) write a key          2) read a key           3) delete a key
   4) list keys            5) compare-and-swap     6) cluster status
-  7) read the log         8) watch a prefix       0) quit
+  7) read the log         8) watch a prefix       9) take a lock
+ 10) elect a leader       0) quit
 ";
+
+/// The session lease's TTL for the menu's lock and election, as the commands' default.
+const SESSION_TTL_S: i64 = 10;
 
 struct Prompt {
     lines: Lines<BufReader<Stdin>>,
@@ -29,6 +34,31 @@ impl Prompt {
             .ok()
             .flatten()
             .map(|l| l.trim().to_string())
+    }
+}
+
+/// Completes when the user presses Enter (or input ends).
+async fn enter(p: &mut Prompt) {
+    let _ = p.lines.next_line().await;
+}
+
+/// Takes the lock `name`, runs `cmd` with `sh -c` while holding it, or holds until Enter.
+async fn lock(client: &Client, out: &Out, p: &mut Prompt, name: &str, cmd: String) {
+    let etcd = reinado_client::EtcdClient::new(client.clone());
+    if cmd.is_empty() {
+        println!("waiting for the lock; once held, press Enter to unlock");
+        coord::lock(
+            &etcd,
+            out,
+            name,
+            SESSION_TTL_S,
+            coord::Holding::Until(enter(p)),
+        )
+        .await;
+    } else {
+        let run = vec!["sh".to_string(), "-c".to_string(), cmd];
+        let then = coord::Holding::<std::future::Ready<()>>::Run(run);
+        coord::lock(&etcd, out, name, SESSION_TTL_S, then).await;
     }
 }
 
@@ -126,6 +156,34 @@ pub async fn run(client: &Client) -> u8 {
                 };
                 println!("watching `{prefix}` for 10 seconds...");
                 super::kv::watch(client, &out, prefix, true, 0, 0, 10).await;
+            }
+            "9" => {
+                let Some(name) = p.ask("lock name: ").await else {
+                    return 0;
+                };
+                let Some(cmd) = p
+                    .ask("shell command to run while holding it (empty: hold until Enter): ")
+                    .await
+                else {
+                    return 0;
+                };
+                lock(client, &out, &mut p, &name, cmd).await;
+            }
+            "10" => {
+                let (Some(name), Some(proposal)) = (
+                    p.ask("election name: ").await,
+                    p.ask("your proposal: ").await,
+                ) else {
+                    return 0;
+                };
+                let etcd = reinado_client::EtcdClient::new(client.clone());
+                let c = coord::Candidacy {
+                    name: &name,
+                    proposal: &proposal,
+                    ttl_s: SESSION_TTL_S,
+                };
+                println!("campaigning; once elected, press Enter to resign");
+                coord::elect(&etcd, &out, c, enter(&mut p)).await;
             }
             "0" | "q" | "quit" | "exit" => return 0,
             "" => {}

@@ -443,7 +443,12 @@ async fn dispatch(command: Command, client: &Client, out: &Out) -> u8 {
         }
         Command::Lease(l) => lease::run(&etcd(client), out, l).await,
         Command::Lock { name, ttl, command } => {
-            coord::lock(&etcd(client), out, &name, ttl, &command).await
+            let then = if command.is_empty() {
+                coord::Holding::Until(reinado_client::shutdown_signal())
+            } else {
+                coord::Holding::Run(command)
+            };
+            coord::lock(&etcd(client), out, &name, ttl, then).await
         }
         Command::Elect {
             name, listen: true, ..
@@ -455,7 +460,12 @@ async fn dispatch(command: Command, client: &Client, out: &Out) -> u8 {
             ..
         } => {
             let proposal = proposal.unwrap_or_default();
-            coord::elect(&etcd(client), out, &name, &proposal, ttl).await
+            let c = coord::Candidacy {
+                name: &name,
+                proposal: &proposal,
+                ttl_s: ttl,
+            };
+            coord::elect(&etcd(client), out, c, reinado_client::shutdown_signal()).await
         }
         Command::Bench(b) => bench::run(client, out, b).await,
         Command::Menu => menu::run(client).await,
