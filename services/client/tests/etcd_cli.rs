@@ -72,12 +72,19 @@ impl Running {
         }
     }
 
-    /// Sends SIGINT (what Ctrl-C sends) and returns the exit code.
+    /// Sends SIGINT (what Ctrl-C sends) and returns the exit code, or panics if it does not exit in time.
     fn interrupt(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-INT", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -INT {pid}");
-        self.child.wait().expect("wait for reinado").code()
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for reinado") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("reinado did not exit within {WAIT:?} of SIGINT");
     }
 }
 
