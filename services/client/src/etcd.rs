@@ -388,7 +388,7 @@ async fn renew_over_stream(
     let (requests, outgoing) = mpsc::channel(1);
     let request = LeaseKeepAliveRequest { id };
     requests
-        .send(request.clone())
+        .send(request)
         .await
         .expect("the receiver is held below");
     let mut answers = tokio::time::timeout(
@@ -425,7 +425,7 @@ async fn renew_over_stream(
             return Ok(());
         }
         tokio::time::sleep((ttl / 3).max(MIN_RENEW_EVERY)).await;
-        if requests.send(request.clone()).await.is_err() {
+        if requests.send(request).await.is_err() {
             return Err(tonic::Status::unavailable(format!(
                 "{addr} closed the keep-alive stream"
             )));
