@@ -346,6 +346,32 @@ impl Backoff {
     }
 }
 
+/// Why a stream ended before its work was over.
+enum Broke {
+    /// It broke: reopen it on the next endpoint.
+    Retry(tonic::Status),
+    /// It cannot go on: report this and stop.
+    Stop(ClientError),
+}
+
+/// After a stream ended with `broke`: true to reopen it on the next endpoint (after a pause), false once it
+/// cannot go on or the endpoints failed for the client's timeout (the final error is then sent on `tx`).
+async fn carry_on<T>(
+    retry: &mut Backoff,
+    tx: &mpsc::Sender<Result<T, ClientError>>,
+    broke: Broke,
+) -> bool {
+    let error = match broke {
+        Broke::Stop(e) => e,
+        Broke::Retry(status) => match retry.failed(&status).await {
+            Ok(()) => return true,
+            Err(e) => e,
+        },
+    };
+    let _ = tx.send(Err(error)).await;
+    false
+}
+
 /// Renews lease `id` over one stream until the lease is gone or the receiver is dropped.
 async fn keep_alive_task(client: Client, id: i64, tx: mpsc::Sender<Result<Renewal, ClientError>>) {
     let mut retry = Backoff::new(&client);
@@ -354,18 +380,14 @@ async fn keep_alive_task(client: Client, id: i64, tx: mpsc::Sender<Result<Renewa
     loop {
         let addr = retry.endpoint();
         let renewing = renew_over_stream(&client, &addr, id, &tx, &mut retry, &mut expires);
-        let status = match renewing.await {
+        let broke = match renewing.await {
             Ok(()) => return,
-            Err(status) => status,
+            Err(status) if Instant::now() >= expires => {
+                Broke::Stop(ClientError::exhausted(&status, client.endpoints()))
+            }
+            Err(status) => Broke::Retry(status),
         };
-        if Instant::now() >= expires {
-            let _ = tx
-                .send(Err(ClientError::exhausted(&status, client.endpoints())))
-                .await;
-            return;
-        }
-        if let Err(e) = retry.failed(&status).await {
-            let _ = tx.send(Err(e)).await;
+        if !carry_on(&mut retry, &tx, broke).await {
             return;
         }
     }
@@ -442,16 +464,14 @@ async fn observe_task(
     let mut retry = Backoff::new(&client);
     loop {
         let addr = retry.endpoint();
-        let status = match observe_once(&client, &addr, &name, &tx, &mut retry).await {
+        let broke = match observe_once(&client, &addr, &name, &tx, &mut retry).await {
             Ok(()) => return,
-            Err(status) => status,
+            Err(status) if classify(&status) == Next::Fail => {
+                Broke::Stop(ClientError::from_status(&status))
+            }
+            Err(status) => Broke::Retry(status),
         };
-        if classify(&status) == Next::Fail {
-            let _ = tx.send(Err(ClientError::from_status(&status))).await;
-            return;
-        }
-        if let Err(e) = retry.failed(&status).await {
-            let _ = tx.send(Err(e)).await;
+        if !carry_on(&mut retry, &tx, broke).await {
             return;
         }
     }

@@ -19,6 +19,22 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// The lines `child` prints on its (piped) stdout, read by a thread as they come; the channel closes when
+/// the child closes its stdout.
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 /// Runs `probe` every `every` until it succeeds, and returns what it gave; after `timeout`, returns its last
 /// error instead (the caller says what did not happen, with it).
 pub async fn poll_until<T, E>(

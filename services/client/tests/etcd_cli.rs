@@ -3,8 +3,8 @@
 //! and exit with, that a lock is taken in turns, and that a resigned leader hands over.
 
 use reinado_client::harness::etcd::LocalEtcd;
+use reinado_client::harness::stdout_lines;
 use reinado_proto::etcd::etcdserverpb::RangeRequest;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -47,15 +47,7 @@ impl Running {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start reinado");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         Running { child, lines }
     }
 
