@@ -220,6 +220,7 @@ impl EtcdClient {
             async move { LockClient::new(ch).lock(req).await }
         })
         .await
+        .map_err(|e| not_served(e, "v3lockpb.Lock"))
     }
 
     /// v3lockpb.Unlock: deletes the lock key.
@@ -249,7 +250,8 @@ impl EtcdClient {
                 };
                 async move { ElectionClient::new(ch).campaign(req).await }
             })
-            .await?;
+            .await
+            .map_err(|e| not_served(e, "v3electionpb.Election"))?;
         resp.leader
             .ok_or_else(|| ClientError::Local("the campaign's answer names no leader key".into()))
     }
@@ -300,6 +302,24 @@ impl EtcdClient {
             }
             retry.failed(&status).await?;
         }
+    }
+}
+
+/// An UNIMPLEMENTED answer, said as what it means: the endpoint does not serve `service`.
+fn not_served(e: ClientError, service: &str) -> ClientError {
+    match e {
+        ClientError::Server {
+            code: tonic::Code::Unimplemented,
+            message,
+        } => ClientError::Server {
+            code: tonic::Code::Unimplemented,
+            message: if message.is_empty() {
+                format!("the endpoint does not serve etcd's {service}")
+            } else {
+                format!("the endpoint does not serve etcd's {service}: {message}")
+            },
+        },
+        e => e,
     }
 }
 
