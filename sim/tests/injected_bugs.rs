@@ -67,3 +67,10 @@ fn skipping_record_checksums_is_caught() {
         .expect("bug caught");
     assert!(v.contains("Corruption"), "seed {seed}: {v}");
 }
+
+#[test]
+fn expiring_leases_without_the_new_leaders_extension_is_caught() {
+    let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.expire_without_extension = true)
+        .expect("bug caught");
+    assert!(v.contains("Lease"), "seed {seed}: {v}");
+}

@@ -215,7 +215,9 @@ impl EtcdApi {
         if !bounded {
             // A request that waits (a lock, a campaign) waits as long as its client: the client's deadline
             // or cancellation ends the forwarded call with it.
-            return call(channel, req).await.map(|r| Response::new(r.into_inner()));
+            return call(channel, req)
+                .await
+                .map(|r| Response::new(r.into_inner()));
         }
         let timeout = self.api.inner.limits.request_timeout;
         req.set_timeout(timeout);

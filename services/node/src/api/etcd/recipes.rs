@@ -90,7 +90,10 @@ fn any_created_before(sm: &StateMachine, prefix: &[u8], rev: i64) -> bool {
         keys_only: true,
         ..RangeRequest::default()
     };
-    rev > 1 && sm.etcd_range(&req, usize::MAX).is_ok_and(|r| !r.kvs.is_empty())
+    rev > 1
+        && sm
+            .etcd_range(&req, usize::MAX)
+            .is_ok_and(|r| !r.kvs.is_empty())
 }
 
 impl EtcdApi {
