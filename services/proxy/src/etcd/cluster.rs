@@ -111,17 +111,18 @@ impl Maintenance for EtcdProxy {
     type SnapshotStream = Relayed<SnapshotResponse>;
 
     async fn snapshot(&self, req: Request<SnapshotRequest>) -> GrpcResult<Self::SnapshotStream> {
-        let (metadata, _, msg) = req.into_parts();
         let nothing = tokio_stream::empty::<Result<(), tonic::Status>>();
         self.route
-            .relay(Target::Reader, &metadata, nothing, |node, _| {
-                let msg = msg.clone();
-                async move {
+            .relay(
+                Target::Reader,
+                req.metadata(),
+                nothing,
+                |node, _| async move {
                     node_client!(MaintenanceClient, node.traced())
-                        .snapshot(msg)
+                        .snapshot(SnapshotRequest {})
                         .await
-                }
-            })
+                },
+            )
             .await
     }
 
