@@ -1,9 +1,8 @@
 //! etcd's KV service (Range to a serving follower, writes to the leader) and Watch (a stream on one node, a
 //! follower preferred).
 
-use super::route::Kind;
 use super::stream::Relayed;
-use super::{EtcdProxy, GrpcResult, node_client};
+use super::{EtcdProxy, GrpcResult, forward_service, node_client};
 use crate::route::Target;
 use reinado_proto::etcd::etcdserverpb::kv_client::KvClient;
 use reinado_proto::etcd::etcdserverpb::watch_client::WatchClient;
@@ -14,46 +13,16 @@ use reinado_proto::etcd::etcdserverpb::{
 };
 use tonic::{Request, Streaming};
 
-#[tonic::async_trait]
-impl Kv for EtcdProxy {
-    /// A follower serves it: at once if serializable, after a ReadIndex from the leader otherwise.
-    async fn range(&self, req: Request<RangeRequest>) -> GrpcResult<RangeResponse> {
-        self.unary(Target::Reader, Kind::Read, req, |ch, r| async move {
-            node_client!(KvClient, ch).range(r).await
-        })
-        .await
+forward_service! {
+    Kv, KvClient {
+        /// A follower serves it: at once if serializable, after a ReadIndex from the leader otherwise.
+        range(RangeRequest) -> RangeResponse => Reader, Read;
+        put(PutRequest) -> PutResponse => Leader, Write;
+        delete_range(DeleteRangeRequest) -> DeleteRangeResponse => Leader, Write;
+        txn(TxnRequest) -> TxnResponse => Leader, Write;
+        compact(CompactionRequest) -> CompactionResponse => Leader, Write;
     }
-
-    async fn put(&self, req: Request<PutRequest>) -> GrpcResult<PutResponse> {
-        self.unary(Target::Leader, Kind::Write, req, |ch, r| async move {
-            node_client!(KvClient, ch).put(r).await
-        })
-        .await
-    }
-
-    async fn delete_range(
-        &self,
-        req: Request<DeleteRangeRequest>,
-    ) -> GrpcResult<DeleteRangeResponse> {
-        self.unary(Target::Leader, Kind::Write, req, |ch, r| async move {
-            node_client!(KvClient, ch).delete_range(r).await
-        })
-        .await
-    }
-
-    async fn txn(&self, req: Request<TxnRequest>) -> GrpcResult<TxnResponse> {
-        self.unary(Target::Leader, Kind::Write, req, |ch, r| async move {
-            node_client!(KvClient, ch).txn(r).await
-        })
-        .await
-    }
-
-    async fn compact(&self, req: Request<CompactionRequest>) -> GrpcResult<CompactionResponse> {
-        self.unary(Target::Leader, Kind::Write, req, |ch, r| async move {
-            node_client!(KvClient, ch).compact(r).await
-        })
-        .await
-    }
+    extra {}
 }
 
 #[tonic::async_trait]

@@ -49,6 +49,38 @@ macro_rules! node_client {
 }
 pub(crate) use node_client;
 
+/// Implements etcd service `$service` for [`EtcdProxy`]: each listed method forwards its request with
+/// [`EtcdProxy::unary`] to a node for `Target::$target`, retried as `Kind::$kind` allows, through
+/// `$client`'s method of the same name; the items in `extra` complete the implementation (streams).
+macro_rules! forward_service {
+    (
+        $service:path, $client:path {
+            $( $(#[$doc:meta])* $method:ident($req:ty) -> $resp:ty => $target:ident, $kind:ident; )*
+        }
+        extra { $($extra:tt)* }
+    ) => {
+        #[tonic::async_trait]
+        impl $service for $crate::etcd::EtcdProxy {
+            $(
+                $(#[$doc])*
+                async fn $method(
+                    &self,
+                    req: tonic::Request<$req>,
+                ) -> $crate::etcd::GrpcResult<$resp> {
+                    use $crate::etcd::route::Kind;
+                    use $crate::route::Target;
+                    self.unary(Target::$target, Kind::$kind, req, |ch, r| async move {
+                        $crate::etcd::node_client!($client, ch).$method(r).await
+                    })
+                    .await
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+pub(crate) use forward_service;
+
 impl EtcdProxy {
     /// etcd's services over `router`.
     pub fn new(router: Router) -> EtcdProxy {
