@@ -47,21 +47,6 @@ fn answered_by(out: &Value) -> u64 {
     out["header"]["member_id"].as_u64().expect("a member id")
 }
 
-/// The next `n` events a background `watch -w json` prints, within the wait.
-fn watch_events(watch: &Background, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    let mut events = Vec::new();
-    while events.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = watch
-            .line(left)
-            .unwrap_or_else(|| panic!("the watch printed {events:?}, not {n} events"));
-        let resp: Value = serde_json::from_str(&line).expect("a JSON watch response");
-        events.extend(resp["Events"].as_array().cloned().unwrap_or_default());
-    }
-    events
-}
-
 /// A `txn -i` input: one compare, one request on success, one on failure.
 fn txn_input(compare: &str, success: &str, failure: &str) -> String {
     format!("{compare}\n\n{success}\n\n{failure}\n\n")
@@ -91,7 +76,7 @@ async fn etcdctl_works_through_a_proxy() {
     let watch = Background::start(&ctl, &["watch", "--prefix", "w", &rev, "-w", "json"]);
     ctl.ok(&["put", "w1", "v1"]);
     assert_eq!(ctl.ok(&["del", "w1"]).trim(), "1");
-    let events = watch_events(&watch, 2);
+    let events = watch.events(2, WAIT);
     assert_eq!(events[0]["kv"]["key"], b64("w1"));
     assert_eq!(events[0]["kv"]["mod_revision"], from);
     assert_eq!(events[1]["type"], 1, "a DELETE: {events:?}");
@@ -144,17 +129,22 @@ fn lock_in_turns(ctl: &Etcdctl) {
     let waited = second.line(Duration::from_millis(1500));
     assert_eq!(waited, None, "the second contender must wait");
     let first_token = token(ctl, &first_key);
-    let killed = Instant::now();
-    drop(first);
-    let second_key = second
-        .line(WAIT)
-        .expect("the second contender gets the lock");
-    eprintln!(
-        "through the proxy, the lock was handed over {:?} after its holder was killed",
-        killed.elapsed()
-    );
+    let second_key = hand_over(first, &second, "through the proxy");
     assert!(token(ctl, &second_key) > first_token);
     assert!(keys(&ctl.json(&["get", &first_key])).is_empty());
+}
+
+/// Kills the lock's `holder` and waits for the `waiter` to print its key, which it returns; says how long
+/// the hand-over took (the holder's lease runs out on the leader's clock).
+fn hand_over(holder: Background, waiter: &Background, when: &str) -> String {
+    let killed = Instant::now();
+    drop(holder);
+    let key = waiter.line(WAIT).expect("the waiter gets the lock");
+    eprintln!(
+        "{when}, the lock was handed over {:?} after its holder was killed",
+        killed.elapsed()
+    );
+    key
 }
 
 /// One campaigner leads; an observer sees its proposal.
@@ -215,15 +205,7 @@ async fn a_lock_held_through_a_proxy_survives_the_leaders_death() {
     assert_eq!(get["kvs"][0]["value"], b64("failover"));
     assert_eq!(token(&ctl, &key), held, "the holder's key is the same");
 
-    let killed = Instant::now();
-    drop(holder);
-    let next = waiter
-        .line(WAIT)
-        .expect("the waiter gets the lock once the holder dies");
-    eprintln!(
-        "after the failover, the lock was handed over {:?} after its holder was killed",
-        killed.elapsed()
-    );
+    let next = hand_over(holder, &waiter, "after the failover");
     assert!(token(&ctl, &next) > held);
     assert!(keys(&ctl.json(&["get", &key])).is_empty());
 }

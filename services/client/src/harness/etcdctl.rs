@@ -1,6 +1,7 @@
 //! The real `etcdctl` (3.5, from `make etcd-bin`, in the workspace's `target/etcd/bin`) pointed at a node or
 //! a proxy: commands run to completion under a deadline, background commands (watch, lock, elect) whose
-//! stdout lines are collected and which are killed when dropped, and helpers for etcdctl's JSON output.
+//! stdout lines (or watch events) are collected and which are killed when dropped, and helpers for
+//! etcdctl's JSON output. The node's and the proxy's etcdctl tests share it.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -45,15 +46,19 @@ impl Etcdctl {
         cmd
     }
 
+    /// Starts etcdctl with `args`, its stdout piped.
+    fn spawn(&self, args: &[&str], stdin: Stdio, stderr: Stdio) -> Child {
+        self.command(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start etcdctl")
+    }
+
     /// Runs etcdctl with `stdin` to completion (killing it past [`COMMAND_DEADLINE`]).
     pub fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start etcdctl");
+        let mut child = self.spawn(args, Stdio::piped(), Stdio::piped());
         child
             .stdin
             .take()
@@ -166,13 +171,7 @@ pub struct Background {
 impl Background {
     /// Starts etcdctl with `args` in the background.
     pub fn start(ctl: &Etcdctl, args: &[&str]) -> Background {
-        let mut child = ctl
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcdctl");
+        let mut child = ctl.spawn(args, Stdio::null(), Stdio::null());
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -188,6 +187,21 @@ impl Background {
     /// The next line printed within `wait`.
     pub fn line(&self, wait: Duration) -> Option<String> {
         self.lines.recv_timeout(wait).ok()
+    }
+
+    /// The next `n` events a `watch -w json` prints, within `wait`.
+    pub fn events(&self, n: usize, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut events = Vec::new();
+        while events.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.line(left).unwrap_or_else(|| {
+                panic!("the watch printed {events:?}, not {n} events, in {wait:?}")
+            });
+            let resp: Value = serde_json::from_str(&line).expect("a JSON watch response");
+            events.extend(resp["Events"].as_array().cloned().unwrap_or_default());
+        }
+        events
     }
 
     /// True while the process runs.
