@@ -2,7 +2,8 @@
 //! serializable, served by a follower), txn, del, a background watch, leases (grant, keep-alive, time-to-live,
 //! revoke), a lock taken in turns by two contenders, an election, and a lock held across the kill of the
 //! leader node: the holder keeps its lease alive through the proxy, so the lock is not handed over, and the
-//! proxy serves again once a new leader is elected. etcdctl comes from `make etcd-bin`; without it the tests
+//! proxy serves again once a new leader is elected; and a watch whose node is killed goes on, reopened by the
+//! client, without losing or repeating an event. etcdctl comes from `make etcd-bin`; without it the tests
 //! say so and skip.
 
 use reinado_client::harness::etcdctl::{self, Background, Etcdctl, b64, granted, keys};
@@ -42,9 +43,14 @@ async fn cluster_behind_a_proxy() -> Option<(LocalCluster, u64, Etcdctl)> {
     Some((cluster, leader, ctl))
 }
 
-/// The member that answered a `-w json` command.
+/// The member that answered a `-w json` command (`header`, or a watch response's `Header`).
 fn answered_by(out: &Value) -> u64 {
-    out["header"]["member_id"].as_u64().expect("a member id")
+    let header = if out["header"].is_null() {
+        &out["Header"]
+    } else {
+        &out["header"]
+    };
+    header["member_id"].as_u64().expect("a member id")
 }
 
 /// A `txn -i` input: one compare, one request on success, one on failure.
@@ -208,4 +214,51 @@ async fn a_lock_held_through_a_proxy_survives_the_leaders_death() {
     let next = hand_over(holder, &waiter, "after the failover");
     assert!(token(&ctl, &next) > held);
     assert!(keys(&ctl.json(&["get", &key])).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_through_a_proxy_goes_on_when_its_node_dies() {
+    let Some((mut cluster, _, ctl)) = cluster_behind_a_proxy().await else {
+        return;
+    };
+    let watch = Background::start(&ctl, &["watch", "--prefix", "m", "-w", "json"]);
+    // The watch is open once a put made after it shows (a key per try); the answer names its node.
+    let mut tries = 0;
+    let first: Value = poll_until(WAIT, Duration::from_millis(100), async || {
+        tries += 1;
+        ctl.ok(&["put", &format!("m1.{tries}"), "v"]);
+        let line = watch.line(Duration::from_millis(500)).ok_or(())?;
+        Ok::<Value, ()>(serde_json::from_str(&line).expect("a JSON watch response"))
+    })
+    .await
+    .expect("the watch sees a put");
+    let mut seen: Vec<String> = event_keys(&first["Events"]);
+    cluster.node(answered_by(&first)).process.kill();
+    let put = poll_until(WAIT, Duration::from_millis(100), async || {
+        let out = ctl.run(&["put", "m2", "v"], "");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    put.expect("a put through the proxy after the node's death");
+    // The client reopened its watch (the proxy ended the stream with UNAVAILABLE) from the next revision.
+    while !seen.contains(&b64("m2")) {
+        seen.extend(event_keys(&Value::from(watch.events(1, WAIT))));
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "an event repeated: {seen:?}");
+}
+
+/// The keys of a watch response's events, as printed (base64).
+fn event_keys(events: &Value) -> Vec<String> {
+    let events = events.as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .map(|e| e["kv"]["key"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
