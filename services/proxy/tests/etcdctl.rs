@@ -197,16 +197,7 @@ async fn a_lock_held_through_a_proxy_survives_the_leaders_death() {
         elected.elapsed()
     );
 
-    let put = poll_until(WAIT, Duration::from_millis(100), async || {
-        let out = ctl.run(&["put", "after", "failover"], "");
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    })
-    .await;
-    put.expect("a put through the proxy after the failover");
+    put_once_served(&ctl, "after", "failover").await;
     let get = ctl.json(&["get", "after"]);
     assert_eq!(get["kvs"][0]["value"], b64("failover"));
     assert_eq!(token(&ctl, &key), held, "the holder's key is the same");
@@ -234,16 +225,7 @@ async fn a_watch_through_a_proxy_goes_on_when_its_node_dies() {
     .expect("the watch sees a put");
     let mut seen: Vec<String> = event_keys(&first["Events"]);
     cluster.node(answered_by(&first)).process.kill();
-    let put = poll_until(WAIT, Duration::from_millis(100), async || {
-        let out = ctl.run(&["put", "m2", "v"], "");
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    })
-    .await;
-    put.expect("a put through the proxy after the node's death");
+    put_once_served(&ctl, "m2", "v").await;
     // The client reopened its watch (the proxy ended the stream with UNAVAILABLE) from the next revision.
     while !seen.contains(&b64("m2")) {
         seen.extend(event_keys(&Value::from(watch.events(1, WAIT))));
@@ -252,6 +234,20 @@ async fn a_watch_through_a_proxy_goes_on_when_its_node_dies() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), seen.len(), "an event repeated: {seen:?}");
+}
+
+/// Puts `key` through etcdctl as soon as the endpoint serves it again (after a node's death), within the wait.
+async fn put_once_served(ctl: &Etcdctl, key: &str, value: &str) {
+    let put = poll_until(WAIT, Duration::from_millis(100), async || {
+        let out = ctl.run(&["put", key, value], "");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    put.unwrap_or_else(|out| panic!("put {key} was never served: {out:?}"));
 }
 
 /// The keys of a watch response's events, as printed (base64).
