@@ -206,6 +206,13 @@ impl Raft {
             }
         };
         let pr = self.progress.get_mut(&from).expect("checked above");
+        if hint_term == 0 && hint_index <= pr.match_index {
+            // The follower's log ends before entries it acknowledged: it lost them (a disk that lied about
+            // an fsync, or a lost disk under the same id). Probe from where its log really ends; left at
+            // `match_index`, the leader would send it the same append forever. Lowering `match_index` can
+            // only hold the commit index back, never move it.
+            pr.match_index = hint_index.saturating_sub(1);
+        }
         pr.become_probe(next.min(rejected).max(1));
         self.send_append(from, true);
     }

@@ -13,8 +13,8 @@ use reinado_node::replica::{self, Answer, Output, Replica, ReplicaError, Setting
 use reinado_node::state::{Limits, RangeQuery, StateMachine};
 use reinado_proto::etcd::etcdserverpb as etcd;
 use reinado_proto::v1::{
-    Command, Compare, CompareOp, CompareTarget, LeaseGrant, RequestId, TxnDelete, TxnOp, TxnPut,
-    TxnRequest, WriteOutcome, command, txn_op,
+    Command, Compare, CompareOp, CompareTarget, LeaseGrant, LeaseRevoke, RequestId, TxnDelete,
+    TxnOp, TxnPut, TxnRequest, WriteOutcome, command, txn_op,
 };
 use reinado_raft::{Index, Message, NodeId, Raft};
 use reinado_storage::{DiskStorage, FaultyFs, Options, StorageBugs};
@@ -124,6 +124,8 @@ pub enum LeaseOp {
     /// Renew the lease; `at` and `ttl_s` are filled by the node: when (simulated time) it renewed it, for
     /// how long.
     Renew { lease: i64, at: u64, ttl_s: i64 },
+    /// Revoke the lease (the holder stops, as a client closing its session does).
+    Revoke { lease: i64 },
 }
 
 /// A node's answer to a lease holder.
@@ -133,6 +135,8 @@ pub enum LeaseResponse {
     Granted { lease: i64, ttl_s: i64 },
     /// The key is written under the lease.
     Put,
+    /// The lease is revoked, with its key.
+    Revoked,
     /// Renewed at `at` on `node`, and the leadership confirmed after it.
     Renewed { ttl_s: i64, node: NodeId, at: u64 },
     /// The lease does not exist (ran out, or revoked).
@@ -420,6 +424,10 @@ impl SimNode {
                 }],
                 ..etcd::TxnRequest::default()
             }),
+            LeaseOp::Revoke { lease } => command::Op::LeaseRevoke(LeaseRevoke {
+                ids: vec![lease],
+                expired: false,
+            }),
             LeaseOp::Renew { lease, .. } => {
                 let ttl_s = match self.replica.renew_lease(lease, clock_ms) {
                     Ok(ttl_s) => ttl_s,
@@ -502,6 +510,7 @@ impl SimNode {
                             lease: outcome.lease_id,
                             ttl_s: outcome.lease_ttl,
                         },
+                        LeaseOp::Revoke { .. } => LeaseResponse::Revoked,
                         _ => LeaseResponse::Put,
                     };
                     Reply::Lease(req, resp)

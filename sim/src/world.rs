@@ -1515,6 +1515,7 @@ impl World {
             return;
         }
         self.healed = true;
+        self.holders_stop();
         self.disarm_disk_errors();
         self.trace(|| {
             "safety phase over: faults stop, every node restarts, the network heals".to_string()

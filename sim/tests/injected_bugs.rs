@@ -49,7 +49,7 @@ fn a_torn_transaction_is_caught() {
 
 #[test]
 fn evicting_a_pending_session_result_is_caught() {
-    let (seed, v) = first_violation(1..=30, |c| c.replica_bugs.evict_pending_result = true)
+    let (seed, v) = first_violation(1..=60, |c| c.replica_bugs.evict_pending_result = true)
         .expect("bug caught");
     assert!(v.contains("Linearizability"), "seed {seed}: {v}");
 }
@@ -63,7 +63,14 @@ fn retrying_a_failed_fsync_is_caught() {
 
 #[test]
 fn skipping_record_checksums_is_caught() {
-    let (seed, v) = first_violation(1..=10, |c| c.storage_bugs.skip_record_checksum = true)
+    let (seed, v) = first_violation(1..=50, |c| c.storage_bugs.skip_record_checksum = true)
         .expect("bug caught");
     assert!(v.contains("Corruption"), "seed {seed}: {v}");
+}
+
+#[test]
+fn expiring_leases_without_the_new_leaders_extension_is_caught() {
+    let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.expire_without_extension = true)
+        .expect("bug caught");
+    assert!(v.contains("Lease"), "seed {seed}: {v}");
 }

@@ -1,6 +1,9 @@
 //! Test support (feature `harness`): real `reinado-node` and `reinado-proxy` processes on loopback, each
 //! with its own ports, data dir and log file, which a test can kill (`kill -9`), stop (SIGTERM), pause
-//! (SIGSTOP) and restart. Every process is killed when its handle is dropped.
+//! (SIGSTOP) and restart. Every process is killed when its handle is dropped. [`etcdctl`] runs the real
+//! etcdctl against them.
+
+pub mod etcdctl;
 
 pub mod etcd;
 

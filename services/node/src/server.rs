@@ -167,6 +167,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .add_service(etcd.cluster_service())
         .add_service(etcd.maintenance_service())
         .add_service(etcd.lease_service())
+        .add_service(etcd.lock_service())
+        .add_service(etcd.election_service())
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())

@@ -4,152 +4,15 @@
 //! endpoint status, compaction, and etcd's errors (a read below the compaction, a txn of 129 operations, a key
 //! put twice in a txn, an empty key); the other points etcdctl at a follower of a three-node cluster, which
 //! forwards the writes to the leader. etcdctl comes from `make etcd-bin` (which `make test` runs first), in
-//! the workspace's `target/etcd/bin`; without it the tests say so and skip.
+//! the workspace's `target/etcd/bin`; without it the tests say so and skip. The etcdctl helpers are
+//! `reinado_client::harness::etcdctl`, shared with the proxy's etcdctl tests.
 
+use reinado_client::harness::etcdctl::{self, Background, Etcdctl, b64, granted, keys};
 use reinado_client::harness::{LocalCluster, poll_until};
 use reinado_proto::etcd::etcdserverpb::{PutRequest, kv_client::KvClient};
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
-/// The longest one etcdctl command may run before the test kills it and fails.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
-
-/// `target/etcd/bin/etcdctl`, or `None` (saying why) if `make etcd-bin` has not put it there.
-fn etcdctl_binary() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/etcd/bin/etcdctl");
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "SKIPPED: {} is missing; run `make etcd-bin` to fetch etcd 3.5.1's etcdctl",
-        path.display()
-    );
-    None
-}
-
-/// etcdctl pointed at one endpoint.
-struct Etcdctl {
-    bin: PathBuf,
-    endpoint: String,
-}
-
-impl Etcdctl {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(["--dial-timeout=5s", "--command-timeout=15s"])
-            .args(args);
-        cmd
-    }
-
-    /// Runs etcdctl with `stdin` to completion (killing it past the deadline).
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start etcdctl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write etcdctl's stdin");
-        let deadline = Instant::now() + COMMAND_DEADLINE;
-        while child.try_wait().expect("etcdctl's status").is_none() {
-            if Instant::now() > deadline {
-                child.kill().expect("kill etcdctl");
-                panic!("etcdctl {args:?} ran over {COMMAND_DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("etcdctl's output")
-    }
-
-    /// The stdout of a command that must succeed.
-    fn ok_with(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.run(args, stdin);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, "")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-w", "json"]);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?}: `{out}`: {e}"))
-    }
-
-    /// The stderr of a command that must fail.
-    fn fails_with(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            !out.status.success(),
-            "etcdctl {args:?} succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// The revision the endpoint is at, from a Range's header.
-    fn revision(&self) -> i64 {
-        self.json(&["get", "no-such-key"])["header"]["revision"]
-            .as_i64()
-            .expect("a header revision")
-    }
-}
-
-/// Base64 as etcdctl's JSON prints keys and values.
-fn b64(s: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in s.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The keys of a `get -w json` answer, as strings (base64, as printed).
-fn keys(get: &Value) -> Vec<String> {
-    get["kvs"]
-        .as_array()
-        .map(|kvs| {
-            kvs.iter()
-                .map(|kv| kv["key"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn value_of(ctl: &Etcdctl, key: &str) -> String {
     let get = ctl.json(&["get", key]);
@@ -157,59 +20,6 @@ fn value_of(ctl: &Etcdctl, key: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-/// A background `etcdctl watch`, its JSON lines collected, killed when dropped.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watch {
-    fn start(ctl: &Etcdctl, args: &[&str]) -> Watch {
-        let mut all = vec!["watch"];
-        all.extend(args);
-        all.extend(["-w", "json"]);
-        let mut child = ctl
-            .command(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcdctl watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-
-    /// The next `n` events printed, within the wait.
-    fn events(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        let mut events = Vec::new();
-        while events.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("the watch printed {events:?}, not {n} events, in {WAIT:?}")
-            });
-            let resp: Value = serde_json::from_str(&line).expect("a JSON watch response");
-            events.extend(resp["Events"].as_array().cloned().unwrap_or_default());
-        }
-        events
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A txn for `etcdctl txn -i`: compares, success requests, failure requests, each ended by an empty line.
@@ -231,7 +41,7 @@ fn txn_input(compares: &[&str], success: &[String], failure: &[String]) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_a_single_node() {
-    let Some(bin) = etcdctl_binary() else { return };
+    let Some(bin) = etcdctl::binary() else { return };
     let mut cluster = LocalCluster::start(1, &[]);
     cluster.wait_leader(WAIT).await;
     let addr = cluster.nodes[&1].client_addr.clone();
@@ -275,10 +85,11 @@ async fn etcdctl_works_against_a_single_node() {
 
     // A watch from the next revision sees a put and a delete.
     let from = ctl.revision() + 1;
-    let watch = Watch::start(&ctl, &["--prefix", "w", &format!("--rev={from}")]);
+    let rev = format!("--rev={from}");
+    let watch = Background::start(&ctl, &["watch", "--prefix", "w", &rev, "-w", "json"]);
     ctl.ok(&["put", "w1", "v1"]);
     ctl.ok(&["del", "w1"]);
-    let events = watch.events(2);
+    let events = watch.events(2, WAIT);
     assert_eq!(events[0]["kv"]["key"], b64("w1"));
     assert_eq!(events[0]["kv"]["value"], b64("v1"));
     assert_eq!(events[0]["kv"]["mod_revision"], from);
@@ -394,7 +205,7 @@ async fn etcdctl_works_against_a_single_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_writes_through_a_follower() {
-    let Some(bin) = etcdctl_binary() else { return };
+    let Some(bin) = etcdctl::binary() else { return };
     let mut cluster = LocalCluster::start(3, &[]);
     let leader = cluster.wait_leader(WAIT).await;
     let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
@@ -457,64 +268,9 @@ async fn etcdctl_writes_through_a_follower() {
     assert_eq!(value_of(&ctl, "k"), b64("v3"));
 }
 
-#[test]
-fn base64_matches_the_standard_alphabet() {
-    assert_eq!(b64("foo"), "Zm9v");
-    assert_eq!(b64("w1"), "dzE=");
-    assert_eq!(b64("f"), "Zg==");
-    assert_eq!(b64("foobar"), "Zm9vYmFy");
-}
-
-/// A background etcdctl (lock, elect), its stdout lines collected, killed (SIGKILL) when dropped.
-struct Background {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Background {
-    fn start(ctl: &Etcdctl, args: &[&str]) -> Background {
-        let mut child = ctl
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcdctl");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Background { child, lines }
-    }
-
-    /// The next line printed within `wait`.
-    fn line(&self, wait: Duration) -> Option<String> {
-        self.lines.recv_timeout(wait).ok()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The lease id in etcdctl's "lease 694d7b5b7d6a0f05 granted with TTL(5s)".
-fn granted(out: &str) -> String {
-    let id = out.split_whitespace().nth(1).expect("lease ID");
-    assert!(out.contains("granted with TTL"), "{out}");
-    id.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_leases_locks_and_elections_through_a_follower() {
-    let Some(bin) = etcdctl_binary() else { return };
+    let Some(bin) = etcdctl::binary() else { return };
     let mut cluster = LocalCluster::start(3, &[]);
     let leader = cluster.wait_leader(WAIT).await;
     let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();

@@ -11,7 +11,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "REINADO_LISTEN",
         "127.0.0.1:7000",
-        "Where to listen for clients (Kv, Cluster, health).",
+        "Where to listen for clients (Kv, Cluster, etcd's v3 API, health).",
     ),
     var(
         "REINADO_NODES",

@@ -61,12 +61,38 @@ impl Router {
 
     /// When a request must be answered: the proxy's request timeout, or the client's `grpc-timeout` if shorter.
     pub fn deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
-        let client = metadata
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        let budget = client.map_or(self.request_timeout, |c| c.min(self.request_timeout));
+        let budget =
+            client_timeout(metadata).map_or(self.request_timeout, |c| c.min(self.request_timeout));
         Instant::now() + budget
+    }
+
+    /// The longest one attempt may take, for a request with `left` until its deadline.
+    pub fn attempt_budget(&self, left: Duration) -> Duration {
+        self.attempt_timeout.min(left)
+    }
+
+    /// A node for `target` now, if any: the leader, or a reader not in `failed`.
+    pub fn pick(&self, target: Target, failed: &[String]) -> Option<NodeState> {
+        match target {
+            Target::Leader | Target::Write => self.topo.leader().map(|(_, n)| n),
+            Target::Reader => self.topo.reader(failed),
+        }
+    }
+
+    /// No node to send to: asks for a status round and waits for the next leader change (at most `left`, and
+    /// at most a quarter second). Once every node has failed, `failed` starts over.
+    pub async fn wait_for_node(
+        &self,
+        left: Duration,
+        leader_changes: &mut watch::Receiver<u64>,
+        failed: &mut Vec<String>,
+    ) {
+        self.topo.poke();
+        let wait = left.min(Duration::from_millis(250));
+        let _ = tokio::time::timeout(wait, leader_changes.changed()).await;
+        if failed.len() >= self.topo.addrs().len() {
+            failed.clear();
+        }
     }
 
     /// Runs `call` on `target` until it succeeds, fails for good, or `deadline` passes.
@@ -91,26 +117,18 @@ impl Router {
             }
             // Subscribed before the leader is read, so that no change in between goes unnoticed.
             let mut leader_changes = self.topo.leader_changes();
-            let node = match target {
-                Target::Leader | Target::Write => self.topo.leader().map(|(_, n)| n),
-                Target::Reader => self.topo.reader(&failed),
-            };
-            let Some(node) = node else {
+            let Some(node) = self.pick(target, &failed) else {
                 info!(
                     attempt,
                     "no node to send to yet: waiting for the next status round"
                 );
-                self.topo.poke();
-                let wait = left.min(Duration::from_millis(250));
-                let _ = tokio::time::timeout(wait, leader_changes.changed()).await;
-                if failed.len() >= self.topo.addrs().len() {
-                    failed.clear();
-                }
+                self.wait_for_node(left, &mut leader_changes, &mut failed)
+                    .await;
                 continue;
             };
             span.record("route.node", node.id);
             span.record("route.attempts", attempt);
-            let budget = self.attempt_timeout.min(left);
+            let budget = self.attempt_budget(left);
             node.outstanding.fetch_add(1, Ordering::Relaxed);
             // A write waiting on a leader that has since been replaced (it died, or was cut off) is not left
             // to its timeout: it is sent again, under the same request id, to the new one.
@@ -180,8 +198,8 @@ impl Router {
         })
     }
 
-    /// Completes once the known leader is no longer at `addr`.
-    async fn leader_moved_from(&self, addr: &str, changes: &mut watch::Receiver<u64>) {
+    /// Completes once the known leader is no longer at `addr` (another node leads).
+    pub async fn leader_moved_from(&self, addr: &str, changes: &mut watch::Receiver<u64>) {
         loop {
             if changes.changed().await.is_err() {
                 return std::future::pending().await;
@@ -192,6 +210,14 @@ impl Router {
             }
         }
     }
+}
+
+/// The client's deadline for its request, from its `grpc-timeout` header, if it set one.
+pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
 }
 
 /// Parses a gRPC timeout header value (`<digits><unit>`, unit one of H M S m u n).

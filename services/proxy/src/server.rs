@@ -1,6 +1,8 @@
-//! Starting and stopping the proxy: the status poller, the client-facing server, health.
+//! Starting and stopping the proxy: the status poller, the client-facing server (Reinado's API and etcd's),
+//! health.
 
 use crate::config::Config;
+use crate::etcd::EtcdProxy;
 use crate::route::Router;
 use crate::service::ProxyApi;
 use crate::topology::Topology;
@@ -39,6 +41,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     ));
 
     let router = Router::new(topo, cfg.request_timeout, cfg.attempt_timeout);
+    let etcd = EtcdProxy::new(router.clone());
     let api = ProxyApi::new(router, cfg.attempt_timeout);
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let server = Server::builder()
@@ -49,7 +52,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(api.kv_service(cfg.max_request_bytes))
-        .add_service(api.cluster_service())
+        .add_service(api.cluster_service());
+    let server = etcd
+        .add_to(server, cfg.max_request_bytes)
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         });

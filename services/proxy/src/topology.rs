@@ -73,20 +73,19 @@ impl NodeState {
         })
     }
 
+    /// The channel to it, carrying the trace context on every request.
+    pub fn traced(&self) -> Traced {
+        InterceptedService::new(self.channel.clone(), TracePropagation)
+    }
+
     /// A Kv client that carries the trace context.
     pub fn kv(&self) -> KvClient<Traced> {
-        KvClient::new(InterceptedService::new(
-            self.channel.clone(),
-            TracePropagation,
-        ))
+        KvClient::new(self.traced())
     }
 
     /// A Cluster client that carries the trace context.
     pub fn cluster(&self) -> ClusterClient<Traced> {
-        ClusterClient::new(InterceptedService::new(
-            self.channel.clone(),
-            TracePropagation,
-        ))
+        ClusterClient::new(self.traced())
     }
 }
 

@@ -25,6 +25,13 @@ pub(super) struct Holder {
 }
 
 impl World {
+    /// At healing, every holder that holds a lease revokes it (the rest run out on their own).
+    pub(super) fn holders_stop(&mut self) {
+        for h in 0..self.holders.len() as u64 {
+            self.schedule(1, Event::HolderStep(h));
+        }
+    }
+
     /// On most seeds, one or two lease holders, each for a few cycles.
     pub(super) fn start_holders(&mut self) {
         let holders = self.rng.range(0, 3);
@@ -65,6 +72,8 @@ impl World {
                 at: 0,
                 ttl_s: 0,
             },
+            // The faults are over: the holder stops and closes its session, as a client that exits does.
+            Some((lease, _)) if healed => LeaseOp::Revoke { lease },
             Some((lease, true)) => {
                 // It stops renewing: the lease must run out, and its key go with it.
                 holder.lease = None;
@@ -150,6 +159,10 @@ impl World {
                     self.leases.renewed(lease, ttl_s, node, at);
                 }
                 self.schedule(third, Event::HolderStep(h));
+            }
+            LeaseResponse::Revoked => {
+                holder.lease = None;
+                holder.cycles_left = 0;
             }
             LeaseResponse::NotFound | LeaseResponse::Refused => {
                 // Lost (it could not be renewed in time), or the key refused: start over.

@@ -14,7 +14,7 @@ use tonic::{Request as GrpcRequest, Response};
 impl EtcdApi {
     /// Proposes one Put or DeleteRange, as etcd writes travel through the log: a Txn of that one operation.
     /// Its answer and the revision it was applied at.
-    async fn propose_one(
+    pub(super) async fn propose_one(
         &self,
         request: request_op::Request,
     ) -> Result<(response_op::Response, u64), NodeError> {

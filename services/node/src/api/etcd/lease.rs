@@ -101,7 +101,7 @@ impl Lease for EtcdApi {
             // The whole stream goes to the leader; if leadership moves, it ends and the client opens another.
             let renewals = req.into_inner().map_while(Result::ok);
             let answers = self
-                .forward(&addr, renewals, |ch, r| async move {
+                .forward(&addr, renewals, false, |ch, r| async move {
                     LeaseClient::new(ch).lease_keep_alive(r).await
                 })
                 .await?;

@@ -8,13 +8,15 @@
 //! forwarded again. Errors are [`NodeError`]s with etcd's own messages where etcd has one, turned into a gRPC
 //! status by the one `From<NodeError> for tonic::Status`.
 //!
-//! Lock and Election are not served yet.
+//! Lock and Election run etcd's recipes in the cluster (`recipes.rs`).
 //!
 //! ## Layout
 //! - `mod.rs`: [`EtcdApi`], the response header, the write path and the forwarding to the leader.
 //! - `kv.rs`: the KV service. `validate.rs`: etcd's input checks on its requests.
 //! - `watch.rs`: the Watch service (one task per stream, many watches on it).
 //! - `cluster.rs`: the Cluster service. `maintenance.rs`: the Maintenance service.
+//! - `lock.rs`, `election.rs`: the Lock and Election services, over `recipes.rs` (a contender's key under
+//!   the name, created under its lease; its turn when every key created before it is gone).
 //! - `lease.rs`: the Lease service (grant, revoke, keep-alive, time-to-live, leases), over the leader's lease
 //!   clock.
 
@@ -22,9 +24,13 @@
 /// `$client::$method` and returns its answer (see [`EtcdApi::forward`]); on the leader, goes on.
 macro_rules! forward_unless_leader {
     ($api:expr, $req:ident, $client:ident :: $method:ident) => {
+        forward_unless_leader!($api, $req, $client::$method, true)
+    };
+    // `bounded: false` for requests that wait as long as their client does (Lock, Campaign).
+    ($api:expr, $req:ident, $client:ident :: $method:ident, $bounded:expr) => {
         if let $crate::api::etcd::Route::Leader(addr) = $api.route(&$req)? {
             return $api
-                .forward(&addr, $req.into_inner(), |ch, r| async move {
+                .forward(&addr, $req.into_inner(), $bounded, |ch, r| async move {
                     $client::new(ch).$method(r).await
                 })
                 .await;
@@ -33,9 +39,12 @@ macro_rules! forward_unless_leader {
 }
 
 mod cluster;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
+mod recipes;
 mod validate;
 mod watch;
 
@@ -121,6 +130,20 @@ impl EtcdApi {
         reinado_proto::etcd::etcdserverpb::cluster_server::ClusterServer::new(self.clone())
     }
 
+    /// etcd's Lock service.
+    pub fn lock_service(&self) -> reinado_proto::etcd::v3lockpb::lock_server::LockServer<Self> {
+        reinado_proto::etcd::v3lockpb::lock_server::LockServer::new(self.clone())
+            .max_decoding_message_size(self.api.inner.limits.max_request_bytes)
+    }
+
+    /// etcd's Election service.
+    pub fn election_service(
+        &self,
+    ) -> reinado_proto::etcd::v3electionpb::election_server::ElectionServer<Self> {
+        reinado_proto::etcd::v3electionpb::election_server::ElectionServer::new(self.clone())
+            .max_decoding_message_size(self.api.inner.limits.max_request_bytes)
+    }
+
     /// etcd's Lease service.
     pub fn lease_service(
         &self,
@@ -179,16 +202,24 @@ impl EtcdApi {
         &self,
         addr: &str,
         msg: M,
+        bounded: bool,
         call: impl FnOnce(Channel, GrpcRequest<M>) -> Fut,
     ) -> GrpcResult<T>
     where
         Fut: Future<Output = GrpcResult<T>>,
     {
         let channel = self.leaders.get(addr)?;
-        let timeout = self.api.inner.limits.request_timeout;
         let mut req = GrpcRequest::new(msg);
         req.metadata_mut()
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        if !bounded {
+            // A request that waits (a lock, a campaign) waits as long as its client: the client's deadline
+            // or cancellation ends the forwarded call with it.
+            return call(channel, req)
+                .await
+                .map(|r| Response::new(r.into_inner()));
+        }
+        let timeout = self.api.inner.limits.request_timeout;
         req.set_timeout(timeout);
         let unknown = |why: String| -> Status {
             NodeError::Unavailable(format!(
