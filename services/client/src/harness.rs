@@ -401,6 +401,22 @@ impl LocalCluster {
         out
     }
 
+    /// Waits for a leader and for a follower that knows the leader's client address (it can forward to it);
+    /// returns (leader, follower).
+    pub async fn wait_follower(&mut self, timeout: Duration) -> (u64, u64) {
+        let leader = self.wait_leader(timeout).await;
+        let follower = *self
+            .nodes
+            .keys()
+            .find(|&&id| id != leader)
+            .expect("a cluster of more than one node");
+        self.wait_until("the follower knows the leader's address", timeout, |st| {
+            !st[&follower].leader_addr.is_empty()
+        })
+        .await;
+        (leader, follower)
+    }
+
     /// Waits until the running nodes agree on one leader that says it leads and serves; returns its id.
     pub async fn wait_leader(&mut self, timeout: Duration) -> u64 {
         let found = poll_until(timeout, Duration::from_millis(50), async || {

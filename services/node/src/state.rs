@@ -324,6 +324,35 @@ impl History {
         }
     }
 
+    /// The changes from revision `start` on whose key `follows` says yes to, as `show` turns them out, in
+    /// revision order and whole revisions at a time, about `max` of them; and the revision to continue from
+    /// (past `applied` once everything was returned). `None` if the history no longer reaches back to `start`.
+    fn since<T>(
+        &self,
+        start: u64,
+        applied: u64,
+        max: usize,
+        follows: impl Fn(&[u8]) -> bool,
+        show: impl Fn(&mvccpb::Event) -> T,
+    ) -> Option<(Vec<T>, u64)> {
+        if start < self.first_revision {
+            return None;
+        }
+        let from = self.events.partition_point(|(r, _)| *r < start);
+        let mut out = Vec::new();
+        let mut next = start.max(applied + 1);
+        for (revision, event) in self.events.range(from..) {
+            if out.len() >= max && *revision >= next {
+                return Some((out, next));
+            }
+            if event.kv.as_ref().is_some_and(|kv| follows(&kv.key)) {
+                out.push(show(event));
+                next = revision + 1;
+            }
+        }
+        Some((out, applied + 1))
+    }
+
     /// Forgets the changes below `revision`.
     fn drop_below(&mut self, revision: u64) {
         while self.events.front().is_some_and(|(r, _)| *r < revision) {
@@ -892,25 +921,17 @@ impl StateMachine {
         filter: &KeyFilter,
         max_events: usize,
     ) -> Result<(Vec<Event>, u64), Compacted> {
-        if start < self.history.first_revision {
-            return Err(Compacted {
+        self.history
+            .since(
+                start,
+                self.applied,
+                max_events,
+                |k| filter.matches(k),
+                v1_event,
+            )
+            .ok_or(Compacted {
                 first_available: self.history.first_revision,
-            });
-        }
-        let events = &self.history.events;
-        let from = events.partition_point(|(r, _)| *r < start);
-        let mut out = Vec::new();
-        let mut next = start.max(self.applied + 1);
-        for (revision, event) in events.range(from..) {
-            if out.len() >= max_events && *revision >= next {
-                return Ok((out, next));
-            }
-            if event.kv.as_ref().is_some_and(|kv| filter.matches(&kv.key)) {
-                out.push(v1_event(event));
-                next = revision + 1;
-            }
-        }
-        Ok((out, self.applied + 1))
+            })
     }
 
     /// The state machine's image in its checksummed envelope, for a Raft snapshot.

@@ -41,13 +41,7 @@ async fn create_revision(ch: &Channel, key: &[u8]) -> Option<i64> {
 }
 
 async fn follower_channel(cluster: &mut LocalCluster) -> Channel {
-    let leader = cluster.wait_leader(WAIT).await;
-    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
-    cluster
-        .wait_until("the follower knows the leader's address", WAIT, |st| {
-            !st[&follower].leader_addr.is_empty()
-        })
-        .await;
+    let (_, follower) = cluster.wait_follower(WAIT).await;
     let addr = format!("http://{}", cluster.nodes[&follower].client_addr);
     Channel::from_shared(addr).unwrap().connect().await.unwrap()
 }

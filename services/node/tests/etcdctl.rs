@@ -207,13 +207,7 @@ async fn etcdctl_works_against_a_single_node() {
 async fn etcdctl_writes_through_a_follower() {
     let Some(bin) = etcdctl::binary() else { return };
     let mut cluster = LocalCluster::start(3, &[]);
-    let leader = cluster.wait_leader(WAIT).await;
-    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
-    cluster
-        .wait_until("the follower knows the leader's address", WAIT, |st| {
-            !st[&follower].leader_addr.is_empty()
-        })
-        .await;
+    let (leader, follower) = cluster.wait_follower(WAIT).await;
     let ctl = Etcdctl {
         bin,
         endpoint: cluster.nodes[&follower].client_addr.clone(),
@@ -272,13 +266,7 @@ async fn etcdctl_writes_through_a_follower() {
 async fn etcdctl_leases_locks_and_elections_through_a_follower() {
     let Some(bin) = etcdctl::binary() else { return };
     let mut cluster = LocalCluster::start(3, &[]);
-    let leader = cluster.wait_leader(WAIT).await;
-    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
-    cluster
-        .wait_until("the follower knows the leader's address", WAIT, |st| {
-            !st[&follower].leader_addr.is_empty()
-        })
-        .await;
+    let (_, follower) = cluster.wait_follower(WAIT).await;
     let ctl = Etcdctl {
         bin,
         endpoint: cluster.nodes[&follower].client_addr.clone(),

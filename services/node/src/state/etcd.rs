@@ -269,26 +269,18 @@ impl StateMachine {
         range_end: &[u8],
         max_events: usize,
     ) -> Result<(Vec<mvccpb::Event>, u64), RevisionError> {
-        if start < self.history.first_revision {
-            return Err(RevisionError::Compacted {
-                compact_revision: self.history.first_revision,
-            });
-        }
         let iv = Interval::new(key, range_end);
-        let events = &self.history.events;
-        let from = events.partition_point(|(r, _)| *r < start);
-        let mut out = Vec::new();
-        let mut next = start.max(self.applied + 1);
-        for (revision, event) in events.range(from..) {
-            if out.len() >= max_events && *revision >= next {
-                return Ok((out, next));
-            }
-            if event.kv.as_ref().is_some_and(|kv| iv.contains(&kv.key)) {
-                out.push(event.clone());
-                next = revision + 1;
-            }
-        }
-        Ok((out, self.applied + 1))
+        self.history
+            .since(
+                start,
+                self.applied,
+                max_events,
+                |k| iv.contains(k),
+                Clone::clone,
+            )
+            .ok_or(RevisionError::Compacted {
+                compact_revision: self.history.first_revision,
+            })
     }
 
     /// Applies an etcd transaction at revision `index`, as etcd does: every comparison on the way is
