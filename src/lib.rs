@@ -19,11 +19,14 @@
 //! - [`raft::v1`]: the generated code for package `reinado.raft.v1`, included here. The client is
 //!   [`raft::v1::raft_peer_client::RaftPeerClient`]; the server trait and wrapper are
 //!   [`raft::v1::raft_peer_server::RaftPeer`] and [`raft::v1::raft_peer_server::RaftPeerServer`].
+//! - [`no_auth`]: etcd's `Auth` service as Reinado answers it before authentication exists (UNIMPLEMENTED,
+//!   saying why).
 //! - [`convert`]: every conversion between generated types and `reinado_raft` types, one file per type.
 //!   Core to wire is infallible (`From`); wire to core is checked (`TryFrom`, failing with [`ConvertError`]),
 //!   because bytes from the network may say anything.
 
 pub mod convert;
+pub mod no_auth;
 
 pub use convert::ConvertError;
 

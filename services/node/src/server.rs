@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .add_service(etcd.lease_service())
         .add_service(etcd.lock_service())
         .add_service(etcd.election_service())
+        .add_service(reinado_proto::no_auth::NoAuth::service())
         .add_service(api.pipeline_service())
         .add_service(api.cluster_service())
         .add_service(api.fault_service())

@@ -289,6 +289,8 @@ async fn etcdctl_leases_locks_and_elections_through_a_follower() {
     assert!(unknown.contains("requested lease not found"), "{unknown}");
     let gone = ctl.json(&["lease", "timetolive", &id]);
     assert_eq!(gone["ttl"], -1, "{gone}");
+    let auth = ctl.fails_with(&["user", "list"], "");
+    assert!(auth.contains("Reinado has no users"), "{auth}");
     let too_large = ctl.fails_with(&["lease", "grant", "9000000001"], "");
     assert!(too_large.contains("too large lease TTL"), "{too_large}");
 

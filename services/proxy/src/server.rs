@@ -52,7 +52,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(api.kv_service(cfg.max_request_bytes))
-        .add_service(api.cluster_service());
+        .add_service(api.cluster_service())
+        .add_service(reinado_proto::no_auth::NoAuth::service());
     let server = etcd
         .add_to(server, cfg.max_request_bytes)
         .serve_with_incoming_shutdown(incoming(listener), async move {
