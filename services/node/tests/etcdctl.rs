@@ -355,3 +355,49 @@ async fn etcdctl_leases_locks_and_elections_through_a_follower() {
     let seen: Vec<String> = (0..2).filter_map(|_| observer.line(WAIT)).collect();
     assert!(seen.iter().any(|l| l == "alpha"), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_survive_a_snapshot_and_a_whole_cluster_restart_and_still_run_out() {
+    let Some(bin) = etcdctl::binary() else { return };
+    let mut cluster = LocalCluster::start(3, &[("REINADO_SNAPSHOT_ENTRIES", "20")]);
+    let (_, follower) = cluster.wait_follower(WAIT).await;
+    let ctl = Etcdctl {
+        bin,
+        endpoint: cluster.nodes[&follower].client_addr.clone(),
+    };
+    let kept = granted(&ctl.ok(&["lease", "grant", "60"]));
+    ctl.ok(&["put", "--lease", &kept, "kept", "v"]);
+    let lapsing = granted(&ctl.ok(&["lease", "grant", "3"]));
+    ctl.ok(&["put", "--lease", &lapsing, "lapsing", "v"]);
+    // Past the snapshot interval: the leases are in the snapshot, not only in the log.
+    for i in 0..30 {
+        ctl.ok(&["put", &format!("filler/{i}"), "x"]);
+    }
+    for node in cluster.nodes.values_mut() {
+        node.process.kill();
+    }
+    for node in cluster.nodes.values_mut() {
+        node.process.start();
+    }
+    let (_, follower) = cluster.wait_follower(WAIT).await;
+    let ctl = Etcdctl {
+        bin: ctl.bin.clone(),
+        endpoint: cluster.nodes[&follower].client_addr.clone(),
+    };
+    let ttl = ctl.json(&["lease", "timetolive", &kept, "--keys"]);
+    assert_eq!(ttl["granted-ttl"], 60, "{ttl}");
+    assert!(ttl["ttl"].as_i64().unwrap() > 0, "{ttl}");
+    assert_eq!(ttl["keys"][0], b64("kept"), "{ttl}");
+    // The lease nobody renews runs out on the new leader's clock (after its TTL plus an election timeout
+    // from the moment that leader started its clock), and its key goes with it.
+    let gone = poll_until(WAIT, Duration::from_millis(50), async || {
+        if keys(&ctl.json(&["get", "lapsing"])).is_empty() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    gone.expect("the unrenewed lease runs out after the restart");
+    assert_eq!(keys(&ctl.json(&["get", "kept"])), [b64("kept")]);
+}
