@@ -135,9 +135,22 @@ impl Raft {
             self.election_elapsed = 0;
         }
         let term = if grant { m.term } else { self.term };
+        // Log Matching (§5.3): a candidate whose last entry is one this node knows committed holds every entry
+        // up to it, all committed.
+        let known_committed = !grant
+            && last_log_index > 0
+            && last_log_index <= self.log.commit
+            && self.log.term(last_log_index) == Some(last_log_term);
+        let (committed, committed_term) = if known_committed {
+            (last_log_index, last_log_term)
+        } else {
+            (0, 0)
+        };
         let body = MessageBody::VoteResponse {
             pre_vote,
             reject: !grant,
+            committed,
+            committed_term,
         };
         self.send_with_term(m.from, term, body);
     }
@@ -167,9 +180,16 @@ impl Raft {
     }
 
     pub(crate) fn handle_vote_response(&mut self, m: Message) {
-        let MessageBody::VoteResponse { pre_vote, reject } = m.body else {
+        let MessageBody::VoteResponse {
+            pre_vote,
+            reject,
+            committed,
+            committed_term,
+        } = m.body
+        else {
             return;
         };
+        self.learn_committed(committed, committed_term);
         let expected = match self.role {
             Role::PreCandidate => pre_vote && (reject || m.term == self.term + 1),
             Role::Candidate => !pre_vote && m.term == self.term,
@@ -184,6 +204,14 @@ impl Raft {
         } else if self.election_lost() {
             let term = self.term;
             self.become_follower(term, None);
+        }
+    }
+
+    /// A voter's refusal said that this log's entry `index` of `term` is committed: a fact whatever the
+    /// message's term, as long as this log still holds that entry.
+    pub(crate) fn learn_committed(&mut self, index: Index, term: Term) {
+        if index > self.log.commit && self.log.term(index) == Some(term) {
+            self.commit_to(index);
         }
     }
 

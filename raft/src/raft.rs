@@ -393,6 +393,7 @@ impl Raft {
                 VoteResponse {
                     pre_vote: true,
                     reject: false,
+                    ..
                 } => {}
                 Append { .. } | Heartbeat { .. } | Snapshot { .. } => {
                     self.become_follower(m.term, Some(m.from))
@@ -419,10 +420,17 @@ impl Raft {
                     VoteResponse {
                         pre_vote: true,
                         reject: true,
+                        committed: 0,
+                        committed_term: 0,
                     },
                 ),
                 // Every read-index request gets an answer; "none" tells the asker to retry.
                 ReadIndex { ref ctx } => self.refuse_read(m.from, ctx.clone()),
+                VoteResponse {
+                    committed,
+                    committed_term,
+                    ..
+                } => self.learn_committed(committed, committed_term),
                 _ => {}
             }
             return false;

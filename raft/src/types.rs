@@ -197,6 +197,13 @@ pub enum MessageBody {
         pre_vote: bool,
         /// True if the vote was refused.
         reject: bool,
+        /// On a refusal, the candidate's last entry (its index, 0 for none) if the voter holds the same entry
+        /// and knows it committed. The candidate then knows its log committed up to there: a commit it may
+        /// have missed (the leader that made it handed over or stopped), and that may change the membership
+        /// it campaigns in.
+        committed: Index,
+        /// The term of the `committed` entry.
+        committed_term: Term,
     },
     /// AppendEntries (§5.3).
     Append {

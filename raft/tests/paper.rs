@@ -68,6 +68,7 @@ fn vote_answers(sent: &[Message], from: NodeId, to: NodeId) -> Vec<bool> {
             MessageBody::VoteResponse {
                 pre_vote: false,
                 reject,
+                ..
             } => Some(reject),
             _ => None,
         })
@@ -123,6 +124,8 @@ fn s5_1_higher_term_turns_leader_and_candidate_into_follower() {
         body: MessageBody::VoteResponse {
             pre_vote: false,
             reject: true,
+            committed: 0,
+            committed_term: 0,
         },
     };
     net.raft_mut(3).step(answer);

@@ -100,6 +100,8 @@ fn t4_2_2_removed_leader_leads_until_every_remaining_voter_holds_the_commit_then
         MessageBody::VoteResponse {
             pre_vote: false,
             reject: false,
+            committed: 0,
+            committed_term: 0,
         },
     ));
     assert_eq!(raft.status().role, Role::Leader);
@@ -254,4 +256,41 @@ fn a_node_with_an_empty_log_grants_no_vote() {
             .any(|m| matches!(m.body, MessageBody::VoteResponse { reject: false, .. }));
         assert!(!granted, "an empty log voted (pre_vote {pre_vote})");
     }
+}
+
+/// Simulator seed 53039: the remaining voter was cut off for longer than the removed leader waits for it (two
+/// election timeouts), so the leader handed over with the commit unlearned; then the removed node, its log
+/// longer, refused the remaining voter's votes forever, and the remaining voter still counted it. A node that
+/// refuses a candidate whose log ends at an entry it knows is committed says so, and the candidate takes that
+/// commit (and the change with it) into force.
+#[test]
+fn t4_2_2_a_remaining_voter_that_missed_the_hand_over_learns_the_commit_from_a_refusal() {
+    let mut net = Network::new(2);
+    net.elect(1);
+    let removal = net.status(1).last_index + 1;
+    net.set_hook(|m| match m.body {
+        MessageBody::AppendResponse { .. } if m.from == 2 => Verdict::Hold,
+        _ => Verdict::Deliver,
+    });
+    net.conf_change(1, ConfChangeKind::Remove, 1).unwrap();
+    // From now on node 2 hears nothing; node 1 appends an entry past the removal.
+    net.set_hook(|m| {
+        if m.to == 2 {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    net.propose(1, b"b=2").unwrap();
+    net.release_held();
+    assert_eq!(net.status(1).conf.voters, vec![2], "the removal committed");
+    let timeout = net.config(1).election_ticks;
+    net.tick_nodes(&[1], 3 * timeout);
+    assert_eq!(net.status(1).role, Role::Follower, "node 1 handed over");
+    assert!(net.status(2).commit < removal, "node 2 never learned it");
+
+    net.clear_hook();
+    net.tick_all(20 * timeout);
+    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
+    assert_eq!(net.status(2).conf.voters, vec![2]);
 }

@@ -22,9 +22,17 @@ impl From<raft::MessageBody> for Body {
                 last_log_term,
                 transfer,
             }),
-            M::VoteResponse { pre_vote, reject } => {
-                Body::VoteResponse(pb::VoteResponse { pre_vote, reject })
-            }
+            M::VoteResponse {
+                pre_vote,
+                reject,
+                committed,
+                committed_term,
+            } => Body::VoteResponse(pb::VoteResponse {
+                pre_vote,
+                reject,
+                committed,
+                committed_term,
+            }),
             M::Append {
                 prev_log_index,
                 prev_log_term,
@@ -92,6 +100,8 @@ pub(super) fn from_body(body: Body) -> Result<raft::MessageBody, ConvertError> {
         Body::VoteResponse(v) => M::VoteResponse {
             pre_vote: v.pre_vote,
             reject: v.reject,
+            committed: v.committed,
+            committed_term: v.committed_term,
         },
         Body::Append(a) => M::Append {
             prev_log_index: a.prev_log_index,

@@ -61,10 +61,14 @@ fn samples() -> Vec<raft::MessageBody> {
         M::VoteResponse {
             pre_vote: true,
             reject: false,
+            committed: 0,
+            committed_term: 0,
         },
         M::VoteResponse {
             pre_vote: false,
             reject: true,
+            committed: 7,
+            committed_term: 2,
         },
         M::Append {
             prev_log_index: 5,

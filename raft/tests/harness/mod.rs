@@ -598,6 +598,7 @@ fn check_durable(id: NodeId, storage: &Storage, m: &Message) {
         MessageBody::VoteResponse {
             pre_vote: false,
             reject: false,
+            ..
         } => assert!(
             hs.term == m.term && hs.vote == Some(m.to),
             "node {id} granted a vote to {} in term {} before persisting it ({hs:?})",

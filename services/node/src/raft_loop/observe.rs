@@ -42,8 +42,12 @@ impl Observer {
 
     /// Counts vote answers for the election in progress.
     pub(super) fn on_message(&mut self, msg: &Message) {
-        let (Some(e), MessageBody::VoteResponse { reject, pre_vote }) =
-            (self.election.as_mut(), &msg.body)
+        let (
+            Some(e),
+            MessageBody::VoteResponse {
+                reject, pre_vote, ..
+            },
+        ) = (self.election.as_mut(), &msg.body)
         else {
             return;
         };

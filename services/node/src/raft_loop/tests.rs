@@ -196,6 +196,8 @@ fn leader_of_two(fs: &FaultyFs) -> TestLoop {
     let granted = MessageBody::VoteResponse {
         pre_vote: false,
         reject: false,
+        committed: 0,
+        committed_term: 0,
     };
     t.lp.replica.step(from_2(term, granted));
     t.lp.drive(&mut out).expect("drive");
