@@ -99,14 +99,15 @@ sim-bugs: ## Prove the simulator's checkers catch each deliberately injected bug
 	$(SIM_RUN) --bug vote-without-log-check --expect-violation --seeds 50
 	$(SIM_RUN) --bug read-without-read-index --expect-violation --seeds 50
 	$(SIM_RUN) --bug commit-previous-term --expect-violation --seeds 2000 --profile leader-churn
-	$(SIM_RUN) --bug ack-before-fsync --expect-violation --seeds 300
+	$(SIM_RUN) --bug ack-before-fsync --expect-violation --seeds 500 --profile restarts
 	$(SIM_RUN) --bug reuse-read-context --expect-violation --seeds 3000 --profile restarts
-	$(SIM_RUN) --bug accept-wiped-member --expect-violation --seeds 600 --profile leader-churn
+	$(SIM_RUN) --bug accept-wiped-member --expect-violation --seeds 1500 --profile lost-disks
 	$(SIM_RUN) --bug evict-pending-result --expect-violation --seeds 300
 	$(SIM_RUN) --bug torn-txn --expect-violation --seeds 5
 	$(SIM_RUN) --bug retry-failed-fsync --expect-violation --seeds 30
 	$(SIM_RUN) --bug skip-record-checksum --expect-violation --seeds 50
 	$(SIM_RUN) --bug expire-without-extension --expect-violation --seeds 50
+	$(SIM_RUN) --bug lock-waits-for-predecessor --expect-violation --seeds 150
 
 sim: ## Run the simulator: SEEDS=N SEED_START=S, or SEED=S [VERBOSE=1] to replay one seed.
 ifneq ($(strip $(SEED)),)

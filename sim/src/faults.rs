@@ -13,6 +13,8 @@ pub enum Profile {
     LeaderChurn,
     /// [`FaultMix::restarts`].
     Restarts,
+    /// [`FaultMix::lost_disks`].
+    LostDisks,
 }
 
 /// A fault the simulator injects.
@@ -192,6 +194,23 @@ impl FaultMix {
             slow: 0.2 + rng.range(0, 21) as f64 / 100.0,
             slow_max_ms: rng.range(60, 250),
             fault_interval_ms: rng.range(60, 200),
+            ..FaultMix::draw(rng)
+        }
+    }
+
+    /// A mix concentrated on lost disks: members come back empty under their old id, among leader crashes
+    /// and partitions that leave the others behind. It exposes an empty log taken for one that took part
+    /// (a vote forgotten, an entry its old self helped commit).
+    pub fn lost_disks(rng: &mut Rng) -> FaultMix {
+        let mut weights = [0; Fault::ALL.len()];
+        weights[Fault::Wipe.index()] = 6;
+        weights[Fault::CrashLeader.index()] = 2;
+        weights[Fault::Isolate.index()] = 2;
+        weights[Fault::Crash.index()] = 1;
+        weights[Fault::Restart.index()] = 1;
+        FaultMix {
+            weights,
+            fault_interval_ms: rng.range(100, 300),
             ..FaultMix::draw(rng)
         }
     }

@@ -26,13 +26,16 @@
 //! - `checker.rs`: Election Safety, Log Matching, Leader Completeness, State Machine Safety.
 //! - `linearizability.rs`: the linearizability checker for the client history.
 //! - `leases.rs`: the lease checker (no lease runs out before its TTL on the renewing leader's clock).
-//! - `world/leases.rs`: the lease holders: grant, put a key under the lease, keep it alive, let it lapse.
+//! - `locks.rs`: the lock checker (at most one holder at a time, in the order of the fencing tokens).
+//! - `world/leases.rs`: the lease holders contending for a lock: grant, claim, wait for the turn while
+//!   keeping the lease alive, hold, let it lapse.
 //! - `bin/reinado-sim.rs`: the command line (`make sim`).
 
 pub mod checker;
 pub mod faults;
 pub mod leases;
 pub mod linearizability;
+pub mod locks;
 pub mod node;
 pub mod sessions;
 pub mod world;

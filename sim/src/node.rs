@@ -10,6 +10,7 @@ use prost::Message as _;
 use reinado_node::config::Start;
 use reinado_node::error::NodeError;
 use reinado_node::replica::{self, Answer, Output, Replica, ReplicaError, Settings, Waiters};
+use reinado_node::state::recipes::{self, Turn};
 use reinado_node::state::{Limits, RangeQuery, StateMachine};
 use reinado_proto::etcd::etcdserverpb as etcd;
 use reinado_proto::v1::{
@@ -119,8 +120,17 @@ pub struct LeaseRequest {
 pub enum LeaseOp {
     /// Grant a lease with this TTL (seconds).
     Grant { ttl_s: i64 },
-    /// Put the holder's key under the lease.
-    Put { lease: i64, key: u64 },
+    /// Become a contender for the lock: create the holder's key under the lease (etcd's lock recipe).
+    Claim { lease: i64 },
+    /// Ask whether the holder's turn came: its key, created at `token`, is the first left under the lock.
+    /// `asked_at` is filled when the request is sent (simulated time). `pred` is the create revision of the
+    /// key just before it when it claimed (for the deliberate bug that waits for that key alone).
+    Turn {
+        lease: i64,
+        token: i64,
+        pred: i64,
+        asked_at: u64,
+    },
     /// Renew the lease; `at` and `ttl_s` are filled by the node: when (simulated time) it renewed it, for
     /// how long.
     Renew { lease: i64, at: u64, ttl_s: i64 },
@@ -133,8 +143,11 @@ pub enum LeaseOp {
 pub enum LeaseResponse {
     /// Granted: the lease and its TTL.
     Granted { lease: i64, ttl_s: i64 },
-    /// The key is written under the lease.
-    Put,
+    /// The holder's key is there, created at `token` (its place in line, the fencing token); `pred` is the
+    /// create revision of the key just before it, 0 if none.
+    Claimed { token: i64, pred: i64 },
+    /// Where the holder stands, at a point after the request was sent (confirmed by a read index).
+    Turn(Turn),
     /// The lease is revoked, with its key.
     Revoked,
     /// Renewed at `at` on `node`, and the leadership confirmed after it.
@@ -147,10 +160,8 @@ pub enum LeaseResponse {
     Retry(Option<NodeId>),
 }
 
-/// The key a lease holder writes under its lease.
-pub fn lease_key(key: u64) -> Vec<u8> {
-    format!("lease/{key:04}").into_bytes()
-}
+/// The lock every lease holder contends for.
+pub const LOCK: &[u8] = b"lock";
 
 /// The key a client key number stands for (zero-padded, so that a group's keys are one range).
 pub fn key_bytes(key: u64) -> Vec<u8> {
@@ -321,6 +332,16 @@ pub struct SimNode {
     /// The node's replica.
     pub replica: Replica<SimWaiters>,
     storage: DiskStorage,
+    /// Deliberate bugs in how the node answers a lock contender's turn.
+    pub lock_bugs: LockBugs,
+}
+
+/// Deliberate bugs in the turns a node tells lock contenders, as a Lock service could get them wrong.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LockBugs {
+    /// A turn that waits only for the key just before the contender's own (when it claimed) to go, not
+    /// for every earlier one.
+    pub predecessor_only: bool,
 }
 
 /// The node could not start from its disk.
@@ -347,7 +368,11 @@ impl SimNode {
             replica::open(raft_cfg, start, recovered).map_err(|e| StartFailed(e.to_string()))?;
         let state = Arc::new(RwLock::new(opened.state));
         let replica = Replica::new(opened.raft, state, settings);
-        Ok(SimNode { replica, storage })
+        Ok(SimNode {
+            replica,
+            storage,
+            lock_bugs: LockBugs::default(),
+        })
     }
 
     /// The consensus core.
@@ -403,8 +428,8 @@ impl SimNode {
     }
 
     /// A lease holder's request, at simulated time `now` and `clock_ms` on this node's clock. A renewal is
-    /// made at once and answered once a read index confirmed the leadership after it; an immediate refusal
-    /// is returned.
+    /// made at once and answered once a read index confirmed the leadership after it; so is a turn, as the
+    /// Lock service confirms one. An immediate answer is returned.
     pub fn request_lease(
         &mut self,
         mut req: LeaseRequest,
@@ -413,17 +438,17 @@ impl SimNode {
     ) -> Option<LeaseResponse> {
         let op = match req.op {
             LeaseOp::Grant { ttl_s } => command::Op::LeaseGrant(LeaseGrant { id: 0, ttl_s }),
-            LeaseOp::Put { lease, key } => command::Op::EtcdTxn(etcd::TxnRequest {
-                success: vec![etcd::RequestOp {
-                    request: Some(etcd::request_op::Request::RequestPut(etcd::PutRequest {
-                        key: lease_key(key),
-                        value: req.seq.to_le_bytes().to_vec(),
-                        lease,
-                        ..etcd::PutRequest::default()
-                    })),
-                }],
-                ..etcd::TxnRequest::default()
-            }),
+            LeaseOp::Claim { lease } => command::Op::EtcdTxn(recipes::claim_txn(
+                &recipes::owned_key(LOCK, lease),
+                &req.seq.to_le_bytes(),
+                lease,
+            )),
+            LeaseOp::Turn { .. } => {
+                let waiter = Waiter::Lease(req);
+                self.replica
+                    .request(replica::Request::ReadIndex { waiter }, out);
+                return None;
+            }
             LeaseOp::Revoke { lease } => command::Op::LeaseRevoke(LeaseRevoke {
                 ids: vec![lease],
                 expired: false,
@@ -490,6 +515,51 @@ impl SimNode {
         Response::Ok(self.read(&req.op))
     }
 
+    /// Where the holder asking `op` (a turn) stands in this node's applied state.
+    fn turn(&self, op: LeaseOp) -> Turn {
+        let LeaseOp::Turn {
+            lease, token, pred, ..
+        } = op
+        else {
+            unreachable!("asked for a holder's turn")
+        };
+        let sm = self.replica.state().read().expect("state lock");
+        let mine = recipes::owned_key(LOCK, lease);
+        let turn = sm.turn(&recipes::contenders(LOCK), &mine, token);
+        if !self.lock_bugs.predecessor_only || turn == Turn::Gone {
+            return turn;
+        }
+        if pred != 0 && self.created_before(&sm, pred + 1) == Some(pred) {
+            Turn::Waiting
+        } else {
+            Turn::Mine
+        }
+    }
+
+    /// The create revision of the last key under the lock created before `token`, if any.
+    fn predecessor(&self, token: i64) -> i64 {
+        let sm = self.replica.state().read().expect("state lock");
+        self.created_before(&sm, token).unwrap_or(0)
+    }
+
+    fn created_before(&self, sm: &StateMachine, rev: i64) -> Option<i64> {
+        let prefix = recipes::contenders(LOCK);
+        let req = etcd::RangeRequest {
+            range_end: recipes::contenders_end(&prefix),
+            key: prefix,
+            max_create_revision: rev - 1,
+            sort_order: etcd::range_request::SortOrder::Descend as i32,
+            sort_target: etcd::range_request::SortTarget::Create as i32,
+            limit: 1,
+            keys_only: true,
+            ..etcd::RangeRequest::default()
+        };
+        let kvs = sm.etcd_range(&req, usize::MAX).ok()?.kvs;
+        (rev > 1)
+            .then(|| kvs.first().map(|kv| kv.create_revision))
+            .flatten()
+    }
+
     /// Turns the replica's answers into client responses.
     pub fn responses(&self, answers: Vec<Answer<SimWaiters>>) -> Vec<Reply> {
         let mut responses = Vec::with_capacity(answers.len());
@@ -511,16 +581,30 @@ impl SimNode {
                             ttl_s: outcome.lease_ttl,
                         },
                         LeaseOp::Revoke { .. } => LeaseResponse::Revoked,
-                        _ => LeaseResponse::Put,
+                        _ => match etcd::TxnResponse::decode(outcome.etcd_response.as_slice())
+                            .ok()
+                            .and_then(|resp| recipes::claimed(resp, outcome.revision))
+                        {
+                            Some((token, _)) => LeaseResponse::Claimed {
+                                token,
+                                pred: self.predecessor(token),
+                            },
+                            None => LeaseResponse::Refused,
+                        },
                     };
                     Reply::Lease(req, resp)
                 }
                 Answer::Read(Waiter::Lease(req), Ok(_)) => {
-                    let LeaseOp::Renew { at, ttl_s, .. } = req.op else {
-                        unreachable!("only renewals wait for a read point")
+                    let resp = match req.op {
+                        LeaseOp::Renew { at, ttl_s, .. } => LeaseResponse::Renewed {
+                            ttl_s,
+                            node: self.id(),
+                            at,
+                        },
+                        LeaseOp::Turn { .. } => LeaseResponse::Turn(self.turn(req.op)),
+                        _ => unreachable!("only renewals and turns wait for a read point"),
                     };
-                    let node = self.id();
-                    Reply::Lease(req, LeaseResponse::Renewed { ttl_s, node, at })
+                    Reply::Lease(req, resp)
                 }
                 Answer::Write(Waiter::Lease(req), Err(e))
                 | Answer::Read(Waiter::Lease(req), Err(e)) => Reply::Lease(req, lease_response(&e)),

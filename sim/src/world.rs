@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub bugs: Bugs,
     /// Deliberate bug in the nodes: serve reads locally without ReadIndex.
     pub read_without_read_index: bool,
+    /// Deliberate bugs in the nodes' answers to lock contenders.
+    pub lock_bugs: crate::node::LockBugs,
     /// Deliberate bugs in the replica.
     pub replica_bugs: replica::Bugs,
     /// Deliberate bugs in the storage.
@@ -69,6 +71,7 @@ impl SimConfig {
             verbose: false,
             bugs: Bugs::default(),
             read_without_read_index: false,
+            lock_bugs: crate::node::LockBugs::default(),
             replica_bugs: replica::Bugs::default(),
             storage_bugs: reinado_storage::StorageBugs::default(),
             profile: Profile::Swarm,
@@ -97,6 +100,8 @@ pub struct Stats {
     pub lease_expiries: u64,
     /// The smallest margin by which a lease outlived its TTL on the renewing node's clock, in milliseconds.
     pub lease_min_margin_ms: Option<u64>,
+    /// Lock turns checked against the other contenders' keys.
+    pub lock_grants: u64,
 }
 
 /// The result of one run.
@@ -261,6 +266,7 @@ pub struct World {
     removed: BTreeSet<NodeId>,
     holders: Vec<leases::Holder>,
     leases: crate::leases::LeaseChecker,
+    locks: crate::locks::LockChecker,
 }
 
 /// The operator's resize episode: remove voters down to one, then add members back up to three voters.
@@ -277,6 +283,7 @@ impl World {
         let mix = match cfg.profile {
             Profile::Swarm => FaultMix::draw(&mut rng),
             Profile::LeaderChurn => FaultMix::leader_churn(&mut rng),
+            Profile::LostDisks => FaultMix::lost_disks(&mut rng),
             Profile::Restarts => FaultMix::restarts(&mut rng),
         };
         let voters: Vec<NodeId> = (1..=if rng.range(0, 2) == 0 { 3 } else { 5 }).collect();
@@ -305,6 +312,7 @@ impl World {
             removed: BTreeSet::new(),
             holders: Vec::new(),
             leases: crate::leases::LeaseChecker::default(),
+            locks: crate::locks::LockChecker::default(),
             rng,
             cfg,
         };
@@ -378,8 +386,9 @@ impl World {
         let cfg = self.raft_config(id);
         let settings = self.settings(id, &start);
         let bugs = self.cfg.storage_bugs;
-        let server =
+        let mut server =
             SimNode::start(&fs, cfg, &start, (settings, bugs)).expect("an empty disk opens");
+        server.lock_bugs = self.cfg.lock_bugs;
         self.nodes.insert(
             id,
             Node {
@@ -447,6 +456,7 @@ impl World {
             self.check_history();
         }
         self.stats.lease_expiries = self.leases.expiries;
+        self.stats.lock_grants = self.locks.grants;
         self.stats.lease_min_margin_ms = self.leases.min_margin_ms;
         Report {
             seed: self.cfg.seed,
@@ -1082,9 +1092,10 @@ impl World {
         let (fs, start) = (node.fs.clone(), node.start.clone());
         let settings = self.settings(id, &start);
         let started = SimNode::start(&fs, cfg, &start, (settings, self.cfg.storage_bugs));
-        let Some(server) = self.started_or_refused(id, started) else {
+        let Some(mut server) = self.started_or_refused(id, started) else {
             return;
         };
+        server.lock_bugs = self.cfg.lock_bugs;
         let snapshot_index = server.raft().snapshot().meta.index;
         let node = self.nodes.get_mut(&id).expect("known");
         node.incarnation += 1;

@@ -23,7 +23,7 @@ fn correct_core_passes_the_seeds_the_bugs_fail() {
 #[test]
 fn granting_votes_without_the_log_check_is_caught() {
     let (seed, v) =
-        first_violation(1..=10, |c| c.bugs.vote_without_log_check = true).expect("bug caught");
+        first_violation(1..=30, |c| c.bugs.vote_without_log_check = true).expect("bug caught");
     assert!(
         v.contains("Leader Completeness") || v.contains("State Machine Safety"),
         "seed {seed}: {v}"
@@ -73,4 +73,11 @@ fn expiring_leases_without_the_new_leaders_extension_is_caught() {
     let (seed, v) = first_violation(1..=10, |c| c.replica_bugs.expire_without_extension = true)
         .expect("bug caught");
     assert!(v.contains("Lease"), "seed {seed}: {v}");
+}
+
+#[test]
+fn a_lock_turn_that_waits_only_for_the_predecessor_is_caught() {
+    let (seed, v) =
+        first_violation(1..=40, |c| c.lock_bugs.predecessor_only = true).expect("bug caught");
+    assert!(v.contains("Lock: two holders"), "seed {seed}: {v}");
 }

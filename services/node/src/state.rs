@@ -621,6 +621,8 @@ impl StateMachine {
                 if !ctx.client_addr.is_empty() {
                     known.client_addr = ctx.client_addr;
                 }
+                // A learner added to stay one waits to be promoted; a voter is none.
+                known.stay_learner = cc.kind == ConfChangeKind::AddLearner && ctx.stay_learner;
             }
         }
     }
@@ -1027,9 +1029,23 @@ impl StateMachine {
     }
 }
 
+/// The smallest key greater than every key starting with `prefix`; `None` if there is none (the prefix is
+/// empty or all 0xff bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 mod envelope;
 mod etcd;
 mod leases;
+pub mod recipes;
 
 pub use etcd::{COMPACTED, FUTURE_REVISION, Interval, RevisionError};
 pub use leases::{Lease, Leases};

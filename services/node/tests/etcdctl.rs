@@ -120,8 +120,18 @@ async fn etcdctl_works_against_a_single_node() {
         listed.contains("2, unstarted, , http://127.0.0.1:1, , true"),
         "{listed}"
     );
-    let promote = ctl.fails_with(&["member", "promote", "2"], "");
-    assert!(promote.contains("code = Unimplemented"), "{promote}");
+    // It holds nothing, so it cannot be promoted yet; nor can a voter, nor a stranger.
+    for (id, refusal) in [
+        (
+            "2",
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        ("1", "etcdserver: can only promote a learner member"),
+        ("9", "etcdserver: member not found"),
+    ] {
+        let err = ctl.fails_with(&["member", "promote", id], "");
+        assert!(err.contains(refusal), "promote {id}: {err}");
+    }
     assert!(
         ctl.ok(&["member", "remove", "2"])
             .contains("Member                2 removed")

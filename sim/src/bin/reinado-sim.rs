@@ -45,15 +45,20 @@ fn parse_args() -> Result<Args, String> {
                 args.profile = match it.next().as_deref() {
                     Some("swarm") => Profile::Swarm,
                     Some("leader-churn") => Profile::LeaderChurn,
+                    Some("lost-disks") => Profile::LostDisks,
                     Some("restarts") => Profile::Restarts,
-                    _ => return Err("--profile takes swarm, leader-churn or restarts".into()),
+                    _ => {
+                        return Err(
+                            "--profile takes swarm, leader-churn, restarts or lost-disks".into(),
+                        );
+                    }
                 }
             }
             "--bug" => args.bug = Some(it.next().ok_or("--bug needs a name")?),
             "-h" | "--help" => {
                 println!(
                     "usage: reinado-sim [--seeds N] [--seed-start S] [--threads T] | --seed S [--verbose]\n\
-                     \x20      [--profile swarm|leader-churn|restarts] [--bug {}] [--expect-violation]\n\
+                     \x20      [--profile swarm|leader-churn|restarts|lost-disks] [--bug {}] [--expect-violation]\n\
                      \x20      (--bug switches on a known bug; --expect-violation stops at the first violation and\n\
                      \x20      succeeds only if there was one: proof that the checkers catch the bug on a known bug to see the checkers catch it)",
                     BUGS.join("|")
@@ -140,7 +145,7 @@ fn print_violation(report: &Report) {
 }
 
 /// The known bugs `--bug` can switch on.
-const BUGS: [&str; 11] = [
+const BUGS: [&str; 12] = [
     "vote-without-log-check",
     "commit-previous-term",
     "read-without-read-index",
@@ -152,6 +157,7 @@ const BUGS: [&str; 11] = [
     "retry-failed-fsync",
     "skip-record-checksum",
     "expire-without-extension",
+    "lock-waits-for-predecessor",
 ];
 
 fn config(seed: u64, args: &Args) -> SimConfig {
@@ -172,6 +178,7 @@ fn config(seed: u64, args: &Args) -> SimConfig {
         Some("retry-failed-fsync") => cfg.storage_bugs.retry_failed_sync = true,
         Some("skip-record-checksum") => cfg.storage_bugs.skip_record_checksum = true,
         Some("expire-without-extension") => cfg.replica_bugs.expire_without_extension = true,
+        Some("lock-waits-for-predecessor") => cfg.lock_bugs.predecessor_only = true,
         _ => {}
     }
     cfg
@@ -236,9 +243,11 @@ fn print_summary(reports: &[Report], elapsed: Option<f64>) {
         .filter_map(|r| r.stats.lease_min_margin_ms)
         .min();
     println!(
-        "lease expiries checked: {}; least time past the TTL on the renewing node's clock: {}",
+        "lease expiries checked: {}; least time past the TTL on the renewing node's clock: {}; lock turns \
+         checked: {}",
         sum(|r| r.stats.lease_expiries),
-        margin.map_or("none".to_string(), |m| format!("{m} ms"))
+        margin.map_or("none".to_string(), |m| format!("{m} ms")),
+        sum(|r| r.stats.lock_grants)
     );
 }
 

@@ -1,12 +1,14 @@
-//! Lease holders: each grants a lease, puts its key under it, keeps it alive for a while, then lets it lapse
-//! (and starts again), as a process holding a lock or leadership through etcd would. Their acknowledged
-//! grants and renewals go to the lease checker; the revokes the leaders propose when leases run out are
-//! checked against them as replicas apply them.
+//! Lease holders, contending for one lock as etcd's lock recipe does: each grants a lease, claims the lock
+//! with a key under it, keeps it alive while it waits for its turn and for a while after it came, then
+//! lets it lapse (or, at healing, revokes it) and starts again. Their acknowledged grants and renewals go to
+//! the lease checker, their turns to the lock checker; the revokes that the leaders propose when leases run
+//! out are checked against both as replicas apply them.
 
 use super::{ATTEMPT_TIMEOUT_MS, Event, World};
 use crate::leases::clock_at;
 use crate::node::{LeaseOp, LeaseRequest, LeaseResponse};
 use prost::Message as _;
+use reinado_node::state::recipes::Turn;
 use reinado_proto::v1::{Command, command};
 use reinado_raft::NodeId;
 
@@ -17,11 +19,28 @@ pub(super) struct Holder {
     hint: Option<NodeId>,
     /// The request waiting for its answer.
     pending: Option<LeaseRequest>,
-    /// The lease it holds, and whether its key is written under it.
-    lease: Option<(i64, bool)>,
+    /// The lease it holds, and where it stands with the lock.
+    lease: Option<(i64, Stage)>,
+    /// While it waits for its turn, the next step asks for it (else it renews).
+    ask_turn: bool,
+    /// Its keep-alive broke while it waits: it asks for its turn, but no longer renews its lease (the
+    /// Lock call of a process whose keep-alive stream died): the lease runs out under the waiting call.
+    keep_alive_lost: bool,
     ttl_s: i64,
     renewals_left: u64,
     cycles_left: u64,
+}
+
+/// Where a holder stands with the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Its key is not claimed yet.
+    Unclaimed,
+    /// Its key was created at `token`, `pred` the one just before it; a key created before it is still
+    /// there.
+    Waiting { token: i64, pred: i64 },
+    /// Its turn came: it holds the lock with `token`.
+    Holding { token: i64 },
 }
 
 impl World {
@@ -32,9 +51,9 @@ impl World {
         }
     }
 
-    /// On most seeds, one or two lease holders, each for a few cycles.
+    /// On most seeds, one to four lease holders contending for the lock, each for a few cycles.
     pub(super) fn start_holders(&mut self) {
-        let holders = self.rng.range(0, 3);
+        let holders = self.rng.range(0, 5);
         for h in 0..holders {
             let cycles_left = self.rng.range(1, 5);
             self.holders.push(Holder {
@@ -66,16 +85,31 @@ impl World {
                     ttl_s: holder.ttl_s,
                 }
             }
-            Some((lease, false)) => LeaseOp::Put { lease, key: h },
-            Some((lease, true)) if holder.renewals_left > 0 && !healed => LeaseOp::Renew {
+            // The faults are over: the holder stops and closes its session, as a client that exits does.
+            Some((lease, _)) if healed => LeaseOp::Revoke { lease },
+            Some((lease, Stage::Unclaimed)) => LeaseOp::Claim { lease },
+            Some((lease, Stage::Waiting { token, pred }))
+                if holder.ask_turn || holder.keep_alive_lost =>
+            {
+                LeaseOp::Turn {
+                    lease,
+                    token,
+                    pred,
+                    asked_at: 0,
+                }
+            }
+            Some((lease, Stage::Waiting { .. })) => LeaseOp::Renew {
                 lease,
                 at: 0,
                 ttl_s: 0,
             },
-            // The faults are over: the holder stops and closes its session, as a client that exits does.
-            Some((lease, _)) if healed => LeaseOp::Revoke { lease },
-            Some((lease, true)) => {
-                // It stops renewing: the lease must run out, and its key go with it.
+            Some((lease, Stage::Holding { .. })) if holder.renewals_left > 0 => LeaseOp::Renew {
+                lease,
+                at: 0,
+                ttl_s: 0,
+            },
+            Some((lease, Stage::Holding { .. })) => {
+                // It stops renewing: the lease must run out, its key go with it, and the lock pass on.
                 holder.lease = None;
                 holder.cycles_left -= 1;
                 let ttl_ms = holder.ttl_s as u64 * 1000;
@@ -87,7 +121,10 @@ impl World {
         self.send_lease(h, op);
     }
 
-    fn send_lease(&mut self, h: u64, op: LeaseOp) {
+    fn send_lease(&mut self, h: u64, mut op: LeaseOp) {
+        if let LeaseOp::Turn { asked_at, .. } = &mut op {
+            *asked_at = self.now;
+        }
         let holder = &mut self.holders[h as usize];
         holder.seq += 1;
         let req = LeaseRequest {
@@ -96,7 +133,9 @@ impl World {
             op,
         };
         holder.pending = Some(req);
-        let hint = holder.hint;
+        // A turn can be asked of any member (a follower confirms it with a read index); the rest go to the
+        // leader, if known.
+        let hint = holder.hint.filter(|_| !matches!(op, LeaseOp::Turn { .. }));
         let live = self.live_ids();
         let Some(target) = hint.or_else(|| self.pick(&live)) else {
             return self.schedule(ATTEMPT_TIMEOUT_MS, Event::HolderTimeout(h, req.seq));
@@ -138,7 +177,7 @@ impl World {
         let third = holder.ttl_s as u64 * 1000 / 3;
         match resp {
             LeaseResponse::Granted { lease, ttl_s } => {
-                holder.lease = Some((lease, false));
+                holder.lease = Some((lease, Stage::Unclaimed));
                 holder.ttl_s = ttl_s;
                 holder.renewals_left = 2 + req.seq % 10;
                 self.leases.renewed(lease, ttl_s, node, at);
@@ -147,18 +186,61 @@ impl World {
                 });
                 self.schedule(1, Event::HolderStep(h));
             }
-            LeaseResponse::Put => {
-                if let Some((lease, _)) = holder.lease {
-                    holder.lease = Some((lease, true));
+            LeaseResponse::Claimed { token, pred } => {
+                if let Some((lease, Stage::Unclaimed)) = holder.lease {
+                    holder.lease = Some((lease, Stage::Waiting { token, pred }));
+                    holder.ask_turn = true;
+                    holder.keep_alive_lost = req.seq.is_multiple_of(3);
+                    if holder.keep_alive_lost {
+                        holder.renewals_left = 0;
+                    }
+                    self.locks.claimed(lease, token);
                 }
-                self.schedule(third, Event::HolderStep(h));
+                self.schedule(1, Event::HolderStep(h));
+            }
+            LeaseResponse::Turn(turn) => {
+                let LeaseOp::Turn {
+                    lease,
+                    token,
+                    asked_at,
+                    ..
+                } = req.op
+                else {
+                    unreachable!("a turn answers a turn")
+                };
+                holder.ask_turn = false;
+                match turn {
+                    Turn::Mine => {
+                        holder.lease = Some((lease, Stage::Holding { token }));
+                        self.trace(|| format!("holder {h} holds the lock, token {token}"));
+                        if let Err(v) = self.locks.granted(lease, token, (asked_at, at)) {
+                            return self.fail(v);
+                        }
+                        self.schedule(third, Event::HolderStep(h));
+                    }
+                    Turn::Waiting => self.schedule(third, Event::HolderStep(h)),
+                    Turn::Gone => {
+                        holder.lease = None;
+                        holder.cycles_left = holder.cycles_left.saturating_sub(1);
+                        self.trace(|| format!("holder {h} lost its lease while it waited"));
+                        self.schedule(10, Event::HolderStep(h));
+                    }
+                }
             }
             LeaseResponse::Renewed { ttl_s, node, at } => {
-                holder.renewals_left -= 1;
                 if let LeaseOp::Renew { lease, .. } = req.op {
                     self.leases.renewed(lease, ttl_s, node, at);
                 }
-                self.schedule(third, Event::HolderStep(h));
+                match holder.lease {
+                    Some((_, Stage::Waiting { .. })) => {
+                        holder.ask_turn = true;
+                        self.schedule(1, Event::HolderStep(h));
+                    }
+                    _ => {
+                        holder.renewals_left = holder.renewals_left.saturating_sub(1);
+                        self.schedule(third, Event::HolderStep(h));
+                    }
+                }
             }
             LeaseResponse::Revoked => {
                 holder.lease = None;
@@ -200,7 +282,8 @@ impl World {
         }
     }
 
-    /// A replica applied entries: the revokes of leases that ran out are checked against the renewals.
+    /// A replica applied entries: the revokes of leases that ran out are checked against the renewals, and
+    /// every revoke deletes a contender's key for the lock checker.
     pub(super) fn check_expiries(&mut self, entries: &[(u64, u64, Vec<u8>)]) {
         for (_, _, data) in entries {
             let Ok(Command {
@@ -210,10 +293,11 @@ impl World {
             else {
                 continue;
             };
+            let now = self.now;
+            self.locks.revoked(&revoke.ids, now);
             if !revoke.expired {
                 continue;
             }
-            let now = self.now;
             let ppm: std::collections::BTreeMap<NodeId, i64> = self
                 .nodes
                 .iter()

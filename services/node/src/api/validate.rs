@@ -4,6 +4,7 @@
 use crate::config::RequestLimits;
 use crate::error::NodeError;
 use crate::state::RangeQuery;
+pub use crate::state::prefix_end;
 use reinado_proto::v1::{
     CompareOp, CompareTarget, RangeRequest, RequestId, TxnOp, TxnRequest, txn_op,
 };
@@ -112,19 +113,6 @@ fn branch(ops: &[TxnOp], limits: &RequestLimits, name: &str) -> Result<(), NodeE
         }
     }
     Ok(())
-}
-
-/// The smallest key greater than every key starting with `prefix`; `None` if there is none (the prefix is
-/// empty or all 0xff bytes).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// The most bytes of keys and values one Range returns (it says `more` beyond), so an answer stays well under

@@ -113,6 +113,13 @@ pub enum Request {
         /// The members once it is applied.
         reply: Reply<Vec<MemberInfo>>,
     },
+    /// Promote a learner that caught up to voter.
+    PromoteMember {
+        /// The learner.
+        id: NodeId,
+        /// The members once it is applied.
+        reply: Reply<Vec<MemberInfo>>,
+    },
     /// Hand leadership to `target`, or to the most caught-up voter.
     TransferLeader {
         /// The new leader, if chosen.
@@ -333,6 +340,9 @@ impl RaftLoop {
             },
             Request::RemoveMember { id, reply } => {
                 replica::Request::RemoveMember { id, waiter: reply }
+            }
+            Request::PromoteMember { id, reply } => {
+                replica::Request::PromoteMember { id, waiter: reply }
             }
             Request::TransferLeader { target, reply } => replica::Request::TransferLeader {
                 target,

@@ -92,6 +92,13 @@ pub enum Request<W: Waiters> {
         /// Who waits.
         waiter: W::Members,
     },
+    /// Promote a learner that caught up to voter (one added with `stay_learner` waits for this).
+    PromoteMember {
+        /// The learner.
+        id: NodeId,
+        /// Who waits.
+        waiter: W::Members,
+    },
     /// Hand leadership to `target`, or to the most caught-up voter.
     TransferLeader {
         /// The new leader, if chosen.
@@ -419,6 +426,7 @@ impl<W: Waiters> Replica<W> {
             Request::ReadIndex { waiter } => self.read_batch.push(waiter),
             Request::AddMember { id, ctx, waiter } => self.add_member(id, ctx, waiter, out),
             Request::RemoveMember { id, waiter } => self.remove_member(id, waiter, out),
+            Request::PromoteMember { id, waiter } => self.promote_member(id, waiter, out),
             Request::TransferLeader { target, waiter } => self.transfer(target, waiter, out),
         }
     }

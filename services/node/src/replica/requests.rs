@@ -11,6 +11,12 @@ use tracing::{info, info_span};
 /// A learner is promoted once it is at most this many entries behind the leader's log.
 const PROMOTE_MAX_LAG: u64 = 64;
 
+/// etcd's refusals of a promotion.
+const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+const NOT_A_LEARNER: &str = "etcdserver: can only promote a learner member";
+const LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+
 /// One member, as this node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -196,6 +202,62 @@ impl<W: Waiters> Replica<W> {
         self.propose_member_change(cc, waiter, out);
     }
 
+    /// Promotes learner `id` to voter, if it caught up; refused with etcd's messages otherwise (etcd's
+    /// clients recognise its errors by their exact message).
+    pub(super) fn promote_member(&mut self, id: NodeId, waiter: W::Members, out: &mut Output<W>) {
+        let refused = if self.raft.soft_state().role != Role::Leader {
+            let leader = self.raft.soft_state().leader;
+            Some(self.core_error(reinado_raft::Error::NotLeader { leader }))
+        } else if !self.raft.conf().contains(id) {
+            Some(NodeError::NotFound(MEMBER_NOT_FOUND.into()))
+        } else if !self.raft.conf().learners.contains(&id) {
+            Some(NodeError::FailedPrecondition(NOT_A_LEARNER.into()))
+        } else if !self.caught_up(id) {
+            Some(NodeError::FailedPrecondition(LEARNER_NOT_READY.into()))
+        } else {
+            None
+        };
+        if let Some(err) = refused {
+            out.answers.push(Answer::Members(waiter, Err(err)));
+            return;
+        }
+        let known = self
+            .state
+            .read()
+            .expect("state lock")
+            .members()
+            .get(&id)
+            .cloned();
+        let ctx = MemberContext {
+            stay_learner: false,
+            ..known.unwrap_or_default()
+        };
+        let cc = ConfChange {
+            kind: ConfChangeKind::AddVoter,
+            node_id: id,
+            context: ctx.encode_to_vec(),
+        };
+        self.propose_member_change(cc, waiter, out);
+    }
+
+    /// True if learner `id` caught up with this leader: it holds the leader's snapshot (or, before any, an
+    /// entry) and is within PROMOTE_MAX_LAG entries. In a short log, "within the lag" alone holds for a
+    /// learner that holds nothing yet (simulator seed 499: promoted at match 0, it crashed, and two voters
+    /// lost their quorum).
+    fn caught_up(&self, id: NodeId) -> bool {
+        let status = self.raft.status();
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == id && self.peer_caught_up(p.match_index))
+    }
+
+    /// True if a peer whose log matches this leader's up to `match_index` caught up (see `caught_up`).
+    fn peer_caught_up(&self, match_index: Index) -> bool {
+        let holds = self.raft.snapshot().meta.index.max(1);
+        match_index >= holds && match_index + PROMOTE_MAX_LAG >= self.raft.last_index()
+    }
+
     fn propose_member_change(&mut self, cc: ConfChange, waiter: W::Members, out: &mut Output<W>) {
         let (kind, node) = (cc.kind, cc.node_id);
         match self.raft.propose_conf_change(cc) {
@@ -228,17 +290,11 @@ impl<W: Waiters> Replica<W> {
         if self.raft.soft_state().role != Role::Leader || self.raft.conf().learners.is_empty() {
             return;
         }
-        let last = self.raft.last_index();
         let status = self.raft.status();
         let members = self.state.read().expect("state lock").members().clone();
-        // A learner is caught up once it holds the leader's snapshot (or, before any, an entry) and is within
-        // PROMOTE_MAX_LAG entries: in a short log, "within the lag" alone holds for a learner that holds
-        // nothing yet (simulator seed 499: promoted at match 0, it crashed, and two voters lost their quorum).
-        let holds = self.raft.snapshot().meta.index.max(1);
         let ready = status.peers.iter().find(|p| {
             !p.voter
-                && p.match_index >= holds
-                && p.match_index + PROMOTE_MAX_LAG >= last
+                && self.peer_caught_up(p.match_index)
                 && members.get(&p.id).is_some_and(|ctx| !ctx.stay_learner)
         });
         if let Some(p) = ready {

@@ -42,10 +42,20 @@ impl TestNode {
         settings: Settings,
         peers: &BTreeMap<NodeId, String>,
     ) -> TestNode {
+        Self::start_as(fs, cfg, settings, &Start::Bootstrap(peers.clone()))
+    }
+
+    /// Opens the node's storage on `fs` and starts a replica as `start` says.
+    fn start_as(
+        fs: FaultyFs,
+        cfg: reinado_raft::Config,
+        settings: Settings,
+        start: &Start,
+    ) -> TestNode {
         let (storage, recovered) =
             DiskStorage::open_with(Arc::new(fs.clone()), Path::new("/data"), Options::default())
                 .expect("open");
-        let opened = open(cfg.clone(), &Start::Bootstrap(peers.clone()), recovered).expect("open");
+        let opened = open(cfg.clone(), start, recovered).expect("open");
         let state = Arc::new(RwLock::new(opened.state));
         TestNode {
             replica: Replica::new(opened.raft, state, settings),
@@ -167,6 +177,15 @@ impl Cluster {
         fs.crash_with(&mut |_, _| 0, 0);
         let node = TestNode::start(fs, cfg, settings, &self.peers);
         self.nodes.insert(id, node);
+    }
+
+    /// Node `id` is asked `req`; the answers it gives at once.
+    fn ask(&mut self, id: NodeId, req: Request<TestWaiters>) -> Vec<Answer<TestWaiters>> {
+        let mut out = Output::default();
+        let node = self.nodes.get_mut(&id).expect("a node to ask");
+        node.replica.request(req, &mut out);
+        self.queue.extend(out.messages);
+        out.answers
     }
 
     fn replica(&self, id: NodeId) -> &Replica<TestWaiters> {
@@ -345,4 +364,80 @@ fn a_node_restarted_after_a_removal_committed_keeps_the_new_membership() {
         vec![1, 2],
         "node 1 went back to the membership before the removal"
     );
+}
+
+/// A member added to stay a learner (`member add --learner`) stays one after it caught up, until it is asked
+/// to be promoted; promoting a voter, a stranger, or through a follower is refused with etcd's messages.
+#[test]
+fn a_learner_added_to_stay_one_is_promoted_only_when_asked() {
+    let mut c = cluster(3, |_, _| {});
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    let settings = Settings {
+        id: 4,
+        client_addr: "n4:0".into(),
+        bootstrap_peers: BTreeMap::new(),
+        incarnation: 4 << 32,
+        ..c.replica(1).settings().clone()
+    };
+    let mut cfg = reinado_raft::Config::new(4);
+    cfg.election_ticks = 30;
+    let joining = TestNode::start_as(FaultyFs::new(4), cfg, settings, &Start::Join("n1:0".into()));
+    c.nodes.insert(4, joining);
+
+    let refused = |answers: Vec<Answer<TestWaiters>>| match answers.as_slice() {
+        [Answer::Members((), Err(e))] => e.to_string(),
+        _ => panic!("a refusal expected at once, got {} answers", answers.len()),
+    };
+    let promote = || Request::PromoteMember { id: 4, waiter: () };
+    let err = refused(c.ask(1, promote()));
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+
+    let ctx = MemberContext {
+        peer_addr: "n4:1".into(),
+        stay_learner: true,
+        ..MemberContext::default()
+    };
+    c.ask(
+        1,
+        Request::AddMember {
+            id: 4,
+            ctx,
+            waiter: (),
+        },
+    );
+    c.tick(40);
+    assert_eq!(
+        c.replica(1).raft().conf().learners,
+        vec![4],
+        "node 4 is not a learner any more"
+    );
+    let status = c.replica(1).raft().status();
+    let learner = status.peers.iter().find(|p| p.id == 4).expect("node 4");
+    assert_eq!(
+        learner.match_index,
+        c.replica(1).raft().last_index(),
+        "node 4 caught up"
+    );
+
+    let err = refused(c.ask(1, Request::PromoteMember { id: 2, waiter: () }));
+    assert!(
+        err.contains("etcdserver: can only promote a learner member"),
+        "{err}"
+    );
+    let err = refused(c.ask(2, promote()));
+    assert!(err.contains("not the leader"), "{err}");
+
+    assert!(
+        c.ask(1, promote()).is_empty(),
+        "the promotion waits for its commit"
+    );
+    c.settle();
+    let answers = std::mem::take(&mut c.nodes.get_mut(&1).expect("node 1").answers);
+    assert!(
+        matches!(answers.last(), Some(Answer::Members((), Ok(_)))),
+        "the promotion is not answered"
+    );
+    assert_eq!(c.replica(1).raft().conf().voters, vec![1, 2, 3, 4]);
+    assert!(c.replica(1).raft().conf().learners.is_empty());
 }

@@ -160,11 +160,21 @@ impl Cluster for EtcdApi {
 
     async fn member_promote(
         &self,
-        _: GrpcRequest<MemberPromoteRequest>,
+        req: GrpcRequest<MemberPromoteRequest>,
     ) -> GrpcResult<MemberPromoteResponse> {
-        Err(unimplemented(
-            "MemberPromote: the leader promotes a learner by itself once it has caught up (unless it was added with --learner)",
-        ))
+        forward_unless_leader!(self, req, ClusterClient::member_promote);
+        let id = req.into_inner().id;
+        let after = self
+            .api
+            .ask("the membership change to commit", |reply| {
+                Request::PromoteMember { id, reply }
+            })
+            .await
+            .map_err(etcd_error)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.current_header()),
+            members: self.members(&after),
+        }))
     }
 }
 

@@ -3,11 +3,10 @@
 //! Campaign waits to lead; Proclaim changes the leader's value; Leader reads it; Observe streams every
 //! change of leader or value; Resign deletes the leader's key.
 
-use super::recipes::{
-    check_name, created_at, first_created, owned_key, prefix, prefix_end, put_op,
-};
+use super::recipes::check_name;
 use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::error::NodeError;
+use crate::state::recipes::{contenders, contenders_end, created_at, owned_key, put_op};
 use reinado_proto::etcd::etcdserverpb::{DeleteRangeRequest, RequestOp, TxnRequest, request_op};
 use reinado_proto::etcd::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
@@ -64,7 +63,7 @@ impl Election for EtcdApi {
             self.as_leader(&leader, vec![put_op(&key, &value, lease)])
                 .await?;
         }
-        self.wait_turn(&prefix(&name), &key, rev).await?;
+        self.wait_turn(&contenders(&name), &key, rev).await?;
         self.confirm_owned(&key).await.map_err(etcd_error)?;
         Ok(Response::new(CampaignResponse {
             header: Some(self.current_header()),
@@ -89,7 +88,7 @@ impl Election for EtcdApi {
         let name = req.into_inner().name;
         check_name(&name)?;
         self.api.linearize().await.map_err(etcd_error)?;
-        let kv = first_created(&self.state(), &prefix(&name));
+        let kv = self.state().first_created(&contenders(&name));
         match kv {
             Some(kv) => Ok(Response::new(LeaderResponse {
                 header: Some(self.current_header()),
@@ -107,8 +106,8 @@ impl Election for EtcdApi {
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let prefix = prefix(&name);
-            let end = prefix_end(&prefix);
+            let prefix = contenders(&name);
+            let end = contenders_end(&prefix);
             let mut applied = api.api.inner.applied.clone();
             let mut shutdown = api.api.inner.shutdown.clone();
             let mut shown: Option<(Vec<u8>, i64)> = None;
@@ -121,7 +120,7 @@ impl Election for EtcdApi {
                             .etcd_events(next, &prefix, &end, 256)
                             .map_or(true, |(events, _)| !events.is_empty());
                     next = sm.revision() + 1;
-                    let leader = touched.then(|| first_created(&sm, &prefix)).flatten();
+                    let leader = touched.then(|| sm.first_created(&prefix)).flatten();
                     leader
                         .filter(|kv| shown.as_ref() != Some(&(kv.key.clone(), kv.mod_revision)))
                         .map(|kv| {

@@ -2,9 +2,10 @@
 //! under `NAME/` was created first (see `recipes`). Lock waits for the turn and answers the owned key; its
 //! create revision is the fencing token. Unlock deletes the key.
 
-use super::recipes::{check_name, owned_key, prefix};
+use super::recipes::check_name;
 use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::error::NodeError;
+use crate::state::recipes::{contenders, owned_key};
 use reinado_proto::etcd::etcdserverpb::{DeleteRangeRequest, request_op};
 use reinado_proto::etcd::v3lockpb::{
     LockRequest, LockResponse, UnlockRequest, UnlockResponse, lock_client::LockClient,
@@ -26,7 +27,7 @@ impl Lock for EtcdApi {
         let LockRequest { name, lease } = req.into_inner();
         let key = owned_key(&name, lease);
         let (rev, _) = self.claim(&key, b"", lease).await.map_err(etcd_error)?;
-        self.wait_turn(&prefix(&name), &key, rev).await?;
+        self.wait_turn(&contenders(&name), &key, rev).await?;
         self.confirm_owned(&key).await.map_err(etcd_error)?;
         Ok(Response::new(LockResponse {
             header: Some(self.current_header()),

@@ -1,61 +1,13 @@
-//! What the Lock and Election services share, etcd's recipes run by the cluster: a contender owns the key
-//! `NAME/<lease in hex>`, created under its lease, and its turn comes when every key under `NAME/` created
-//! before its own is gone (deleted, or expired with its lease). The create revision of the owned key orders
-//! the contenders and is the fencing token: it only grows from one holder to the next.
+//! What the Lock and Election services share, etcd's recipes run by the cluster: claim a contender's key,
+//! wait for its turn, confirm it. What a claim and a turn are is a fact of the state (`state::recipes`),
+//! which the simulator's lock holders run too; this is the waiting.
 
 use super::{EtcdApi, validate};
 use crate::error::NodeError;
-use crate::state::StateMachine;
-use reinado_proto::etcd::etcdserverpb::{
-    Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, range_request, request_op,
-    response_op,
-};
-use reinado_proto::etcd::mvccpb;
+use crate::state::recipes::{Turn, claim_txn, claimed, contenders_end};
 
 /// The most changes looked at per wake-up while waiting for a turn (the rest the next time).
 const EVENTS_PER_WAKE: usize = 256;
-
-/// The key a contender with `lease` owns under `name`: `name/<lease in hex>`, as etcd names it.
-pub(super) fn owned_key(name: &[u8], lease: i64) -> Vec<u8> {
-    let mut key = prefix(name);
-    key.extend_from_slice(format!("{lease:x}").as_bytes());
-    key
-}
-
-/// `name/`: where the contenders' keys live.
-pub(super) fn prefix(name: &[u8]) -> Vec<u8> {
-    let mut p = name.to_vec();
-    p.push(b'/');
-    p
-}
-
-/// The end of the range of keys under `prefix`.
-pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    crate::api::prefix_end(prefix).unwrap_or_else(|| vec![0])
-}
-
-/// A comparison that holds if `key`'s create revision is `rev` (0: the key does not exist).
-pub(super) fn created_at(key: &[u8], rev: i64) -> Compare {
-    Compare {
-        result: compare::CompareResult::Equal as i32,
-        target: compare::CompareTarget::Create as i32,
-        key: key.to_vec(),
-        target_union: Some(compare::TargetUnion::CreateRevision(rev)),
-        range_end: Vec::new(),
-    }
-}
-
-/// A Put as a transaction's operation.
-pub(super) fn put_op(key: &[u8], value: &[u8], lease: i64) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease,
-            ..PutRequest::default()
-        })),
-    }
-}
 
 /// Refuses an empty name (etcd's own check would fail on the key).
 pub(super) fn check_name(name: &[u8]) -> Result<(), NodeError> {
@@ -67,35 +19,6 @@ pub(super) fn check_name(name: &[u8]) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// The first key created under `prefix` (the lock holder, the election's leader), in `sm`.
-pub(super) fn first_created(sm: &StateMachine, prefix: &[u8]) -> Option<mvccpb::KeyValue> {
-    let req = RangeRequest {
-        key: prefix.to_vec(),
-        range_end: prefix_end(prefix),
-        limit: 1,
-        sort_order: range_request::SortOrder::Ascend as i32,
-        sort_target: range_request::SortTarget::Create as i32,
-        ..RangeRequest::default()
-    };
-    sm.etcd_range(&req, usize::MAX).ok()?.kvs.into_iter().next()
-}
-
-/// True if a key under `prefix` was created before revision `rev`.
-fn any_created_before(sm: &StateMachine, prefix: &[u8], rev: i64) -> bool {
-    let req = RangeRequest {
-        key: prefix.to_vec(),
-        range_end: prefix_end(prefix),
-        max_create_revision: rev - 1,
-        limit: 1,
-        keys_only: true,
-        ..RangeRequest::default()
-    };
-    rev > 1
-        && sm
-            .etcd_range(&req, usize::MAX)
-            .is_ok_and(|r| !r.kvs.is_empty())
-}
-
 impl EtcdApi {
     /// Creates `key` with `value` under `lease` unless it exists. Returns the key's create revision and,
     /// if it existed already, its value.
@@ -105,31 +28,11 @@ impl EtcdApi {
         value: &[u8],
         lease: i64,
     ) -> Result<(i64, Option<Vec<u8>>), NodeError> {
-        let txn = TxnRequest {
-            compare: vec![created_at(key, 0)],
-            success: vec![put_op(key, value, lease)],
-            failure: vec![RequestOp {
-                request: Some(request_op::Request::RequestRange(RangeRequest {
-                    key: key.to_vec(),
-                    ..RangeRequest::default()
-                })),
-            }],
-        };
+        let txn = claim_txn(key, value, lease);
         validate::txn(&txn, &self.api.inner.limits)?;
         let (resp, revision) = self.propose_txn(txn).await?;
-        if resp.succeeded {
-            return Ok((i64::try_from(revision).unwrap_or(i64::MAX), None));
-        }
-        let existing = resp
-            .responses
-            .into_iter()
-            .next()
-            .and_then(|r| match r.response {
-                Some(response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
-                _ => None,
-            });
-        match existing {
-            Some(kv) => Ok((kv.create_revision, Some(kv.value))),
+        match claimed(resp, revision) {
+            Some(claim) => Ok(claim),
             // Deleted between the comparison and the range: impossible inside one transaction.
             None => Err(NodeError::Unavailable(
                 "the contender's key vanished inside its own transaction; retry".into(),
@@ -146,7 +49,7 @@ impl EtcdApi {
         mine: &[u8],
         rev: i64,
     ) -> Result<(), NodeError> {
-        let end = prefix_end(prefix);
+        let end = contenders_end(prefix);
         let mut applied = self.api.inner.applied.clone();
         let mut shutdown = self.api.inner.shutdown.clone();
         let mut next = 0;
@@ -169,11 +72,10 @@ impl EtcdApi {
                     next = sm.revision() + 1;
                 }
                 if touched {
-                    if sm.get(mine).is_none() {
-                        return Err(session_expired());
-                    }
-                    if !any_created_before(&sm, prefix, rev) {
-                        return Ok(());
+                    match sm.turn(prefix, mine, rev) {
+                        Turn::Mine => return Ok(()),
+                        Turn::Gone => return Err(session_expired()),
+                        Turn::Waiting => {}
                     }
                 }
             }
