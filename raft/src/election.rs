@@ -69,7 +69,8 @@ impl Raft {
     fn on_election_won(&mut self) {
         match self.role {
             Role::PreCandidate => self.campaign(Campaign::Election),
-            Role::Candidate => self.become_leader(),
+            // Only a voter leads (a commit learned meanwhile may have removed it).
+            Role::Candidate if self.promotable() => self.become_leader(),
             _ => {}
         }
     }
@@ -135,16 +136,10 @@ impl Raft {
             self.election_elapsed = 0;
         }
         let term = if grant { m.term } else { self.term };
-        // Log Matching (§5.3): a candidate whose last entry is one this node knows committed holds every entry
-        // up to it, all committed.
-        let known_committed = !grant
-            && last_log_index > 0
-            && last_log_index <= self.log.commit
-            && self.log.term(last_log_index) == Some(last_log_term);
-        let (committed, committed_term) = if known_committed {
-            (last_log_index, last_log_term)
-        } else {
+        let (committed, committed_term) = if grant {
             (0, 0)
+        } else {
+            self.commit_hint(last_log_index)
         };
         let body = MessageBody::VoteResponse {
             pre_vote,
@@ -207,11 +202,34 @@ impl Raft {
         }
     }
 
+    /// What a voter tells a candidate it refuses, whose log ends at `last_log_index`: the newest entry at
+    /// or below it that this node holds and knows committed, with its term ((0, 0) for none). A candidate
+    /// holding the same entry holds everything up to it (Log Matching, §5.3), all committed: a commit it may
+    /// have missed (the leader that made it handed over or stopped), which may change the membership it
+    /// campaigns in.
+    pub(crate) fn commit_hint(&self, last_log_index: Index) -> (Index, Term) {
+        let index = self.log.commit.min(last_log_index);
+        match self.log.term(index) {
+            Some(term) if index > 0 => (index, term),
+            _ => (0, 0),
+        }
+    }
+
     /// A voter's refusal said that this log's entry `index` of `term` is committed: a fact whatever the
-    /// message's term, as long as this log still holds that entry.
+    /// message's term, as long as this log still holds that entry. A candidate that learns so that it is no
+    /// longer a voter (its removal committed) stops campaigning.
     pub(crate) fn learn_committed(&mut self, index: Index, term: Term) {
-        if index > self.log.commit && self.log.term(index) == Some(term) {
-            self.commit_to(index);
+        // A leader commits by its own count (a late answer from its campaign may still arrive).
+        if self.role == Role::Leader
+            || index <= self.log.commit
+            || self.log.term(index) != Some(term)
+        {
+            return;
+        }
+        self.commit_to(index);
+        if matches!(self.role, Role::PreCandidate | Role::Candidate) && !self.promotable() {
+            let term = self.term;
+            self.become_follower(term, None);
         }
     }
 

@@ -415,15 +415,22 @@ impl Raft {
                         hint_term: 0,
                     },
                 ),
-                Vote { pre_vote: true, .. } => self.send(
-                    m.from,
-                    VoteResponse {
-                        pre_vote: true,
-                        reject: true,
-                        committed: 0,
-                        committed_term: 0,
-                    },
-                ),
+                Vote {
+                    pre_vote: true,
+                    last_log_index,
+                    ..
+                } => {
+                    let (committed, committed_term) = self.commit_hint(last_log_index);
+                    self.send(
+                        m.from,
+                        VoteResponse {
+                            pre_vote: true,
+                            reject: true,
+                            committed,
+                            committed_term,
+                        },
+                    );
+                }
                 // Every read-index request gets an answer; "none" tells the asker to retry.
                 ReadIndex { ref ctx } => self.refuse_read(m.from, ctx.clone()),
                 VoteResponse {

@@ -294,3 +294,82 @@ fn t4_2_2_a_remaining_voter_that_missed_the_hand_over_learns_the_commit_from_a_r
     assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
     assert_eq!(net.status(2).conf.voters, vec![2]);
 }
+
+/// The same, with the remaining voter holding an entry past the removal that was never committed (its
+/// answer to it was lost): the removed node knows the removal committed but not that entry, and says so.
+#[test]
+fn t4_2_2_a_remaining_voter_ahead_of_the_commit_it_missed_learns_it_from_a_refusal() {
+    let mut net = Network::new(2);
+    net.elect(1);
+    let removal = net.status(1).last_index + 1;
+    // Node 2's answer to the removal waits; its answers past it are lost.
+    net.set_hook(move |m| match m.body {
+        MessageBody::AppendResponse { index, .. } if m.from == 2 && index == removal => {
+            Verdict::Hold
+        }
+        MessageBody::AppendResponse { index, .. } if m.from == 2 && index > removal => {
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    net.conf_change(1, ConfChangeKind::Remove, 1).unwrap();
+    net.propose(1, b"a=1").unwrap();
+    assert_eq!(
+        net.status(2).last_index,
+        removal + 1,
+        "node 2 holds the entry past the removal"
+    );
+    net.set_hook(move |m| match m.body {
+        _ if m.to == 2 => Verdict::Drop,
+        MessageBody::AppendResponse { index, .. } if m.from == 2 && index > removal => {
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    net.propose(1, b"b=2").unwrap();
+    net.release_held();
+    assert_eq!(net.status(1).commit, removal, "only the removal committed");
+    let timeout = net.config(1).election_ticks;
+    net.tick_nodes(&[1], 3 * timeout);
+    assert_eq!(net.status(1).role, Role::Follower, "node 1 handed over");
+    assert!(net.status(2).commit < removal, "node 2 never learned it");
+
+    net.clear_hook();
+    net.tick_all(20 * timeout);
+    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
+    assert_eq!(net.status(2).conf.voters, vec![2]);
+}
+
+/// A candidate that learns from a refusal that its own removal committed stops campaigning: only a voter
+/// leads (a review of the commit learned from refusals).
+#[test]
+fn a_candidate_that_learns_its_own_removal_committed_does_not_lead() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let removal = net.status(1).last_index + 1;
+    // Node 3 gets the removal of node 2 but never the commit: it still counts node 2.
+    net.set_hook(move |m| match m.body {
+        MessageBody::Append { commit, .. } | MessageBody::Heartbeat { commit, .. }
+            if m.to == 3 && commit >= removal =>
+        {
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    net.conf_change(1, ConfChangeKind::Remove, 3).unwrap();
+    assert!(net.status(1).commit >= removal);
+    assert!(net.status(3).commit < removal);
+    assert_eq!(net.status(3).last_index, removal);
+    // Node 1 is gone; node 3 campaigns; node 2 refuses it (its membership no longer lists node 3) and
+    // says the removal committed.
+    net.isolate(1);
+    net.clear_hook();
+    net.tick_nodes(&[2, 3], 200);
+    assert_ne!(net.leader(), Some(3), "{:?}", net.status(3));
+    assert_eq!(
+        net.status(3).conf.voters,
+        vec![1, 2],
+        "node 3 learned its removal"
+    );
+    assert_eq!(net.status(3).role, Role::Follower);
+}

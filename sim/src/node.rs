@@ -543,6 +543,9 @@ impl SimNode {
     }
 
     fn created_before(&self, sm: &StateMachine, rev: i64) -> Option<i64> {
+        if rev <= 1 {
+            return None; // and a max_create_revision of 0 would mean none
+        }
         let prefix = recipes::contenders(LOCK);
         let req = etcd::RangeRequest {
             range_end: recipes::contenders_end(&prefix),
@@ -555,9 +558,7 @@ impl SimNode {
             ..etcd::RangeRequest::default()
         };
         let kvs = sm.etcd_range(&req, usize::MAX).ok()?.kvs;
-        (rev > 1)
-            .then(|| kvs.first().map(|kv| kv.create_revision))
-            .flatten()
+        kvs.first().map(|kv| kv.create_revision)
     }
 
     /// Turns the replica's answers into client responses.

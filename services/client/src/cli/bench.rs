@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Stop after this many requests in all (instead of --duration).
     #[arg(long)]
     pub count: Option<u64>,
+    /// The keys were written by an earlier run: gets do not write them first (so that what is measured
+    /// around the run, such as the servers' CPU time, is the gets alone).
+    #[arg(long)]
+    pub prefilled: bool,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -193,7 +197,7 @@ pub async fn run(base: &Client, out: &Out, args: BenchArgs) -> u8 {
         Err(e) => return out.error(&e),
     };
     let value = vec![b'x'; args.value_size];
-    if matches!(args.workload, Workload::Get | Workload::Mixed) {
+    if matches!(args.workload, Workload::Get | Workload::Mixed) && !args.prefilled {
         if !out.is_json() {
             eprintln!("writing {} keys first...", args.keys);
         }

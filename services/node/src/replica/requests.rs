@@ -228,9 +228,15 @@ impl<W: Waiters> Replica<W> {
             .members()
             .get(&id)
             .cloned();
+        let Some(known) = known else {
+            // Its addition committed but is not applied here yet: the entry would carry no addresses.
+            let err = NodeError::Unavailable(format!("node {id} is being added; retry"));
+            out.answers.push(Answer::Members(waiter, Err(err)));
+            return;
+        };
         let ctx = MemberContext {
             stay_learner: false,
-            ..known.unwrap_or_default()
+            ..known
         };
         let cc = ConfChange {
             kind: ConfChangeKind::AddVoter,

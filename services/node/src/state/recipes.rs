@@ -4,7 +4,8 @@
 //! the contenders and is the fencing token: it only grows from one holder to the next.
 //!
 //! The node's Lock and Election services wait on these (`api::etcd::recipes`); the simulator's lock holders
-//! run the same claim and turn through the replica, so its lock checker judges the code that ships.
+//! send the same claim through the replica and ask the same turn after a read index, so its lock checker
+//! judges these facts as they ship (the services' waiting loop around them it does not run).
 
 use super::{StateMachine, prefix_end};
 use reinado_proto::etcd::etcdserverpb::{

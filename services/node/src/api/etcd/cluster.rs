@@ -3,8 +3,9 @@
 //!
 //! etcd picks a new member's id itself; Reinado's nodes are started with theirs (REINADO_NODE_ID), so
 //! MemberAdd gives the new member the lowest id above every current member's, and answers it: start the
-//! node with that id and REINADO_JOIN (or the peer address added). Reinado promotes a learner by itself once
-//! it has caught up, and cannot be asked to: MemberPromote is UNIMPLEMENTED, as is MemberUpdate.
+//! node with that id and REINADO_JOIN (or the peer address added). A learner added without `is_learner` is
+//! promoted by the leader once it has caught up; one added with it stays a learner until MemberPromote.
+//! MemberUpdate is UNIMPLEMENTED (remove the member and add it again).
 
 use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::error::NodeError;
