@@ -365,6 +365,8 @@ impl World {
             election_ticks: 10,
             tick_ms: TICK_MS,
             snapshot_entries: self.mix.snapshot_every,
+            // Some seeds compact by bytes before the count: a few hundred bytes per entry of the count.
+            snapshot_bytes: self.mix.snapshot_every * (100 + 50 * (self.mix.snapshot_every % 8)),
             request_timeout_ticks: ATTEMPT_TIMEOUT_MS / TICK_MS,
             bootstrap_peers: match start {
                 Start::Bootstrap(peers) => peers.clone(),

@@ -77,6 +77,11 @@ pub const VARIABLES: &[Variable] = &[
         "Take a snapshot and compact the log every this many applied entries.",
     ),
     var(
+        "REINADO_SNAPSHOT_BYTES",
+        "67108864",
+        "Take a snapshot sooner, once the commands applied since the last one pass this many bytes (a log of large values stays bounded).",
+    ),
+    var(
         "REINADO_SNAPSHOT_CATCHUP_ENTRIES",
         "5000",
         "A compaction keeps up to this many entries below the snapshot, so that a follower a little behind is sent entries, not the whole snapshot. 0: none.",
@@ -175,6 +180,7 @@ struct Raw {
     heartbeat_interval_ms: u64,
     election_timeout_ms: u64,
     snapshot_entries: u64,
+    snapshot_bytes: u64,
     snapshot_catchup_entries: u64,
     snapshot_catchup_bytes: u64,
     max_key_bytes: usize,
@@ -211,6 +217,7 @@ impl Default for Raw {
             heartbeat_interval_ms: num("REINADO_HEARTBEAT_INTERVAL_MS"),
             election_timeout_ms: num("REINADO_ELECTION_TIMEOUT_MS"),
             snapshot_entries: num("REINADO_SNAPSHOT_ENTRIES"),
+            snapshot_bytes: num("REINADO_SNAPSHOT_BYTES"),
             snapshot_catchup_entries: num("REINADO_SNAPSHOT_CATCHUP_ENTRIES"),
             snapshot_catchup_bytes: num("REINADO_SNAPSHOT_CATCHUP_BYTES"),
             max_key_bytes: num("REINADO_MAX_KEY_BYTES") as usize,
@@ -283,6 +290,8 @@ pub struct Config {
     pub election_ticks: usize,
     /// Applied entries between snapshots.
     pub snapshot_entries: u64,
+    /// Bytes of applied commands between snapshots.
+    pub snapshot_bytes: u64,
     /// Entries a compaction keeps below the snapshot for followers a little behind.
     pub catch_up_entries: u64,
     /// The most bytes of those.
@@ -383,6 +392,7 @@ impl Config {
             ));
         }
         positive("REINADO_SNAPSHOT_ENTRIES", raw.snapshot_entries)?;
+        positive("REINADO_SNAPSHOT_BYTES", raw.snapshot_bytes)?;
         for (name, v) in [
             ("REINADO_MAX_KEY_BYTES", raw.max_key_bytes),
             ("REINADO_MAX_VALUE_BYTES", raw.max_value_bytes),
@@ -424,6 +434,7 @@ impl Config {
             tick: Duration::from_millis(hb),
             election_ticks: (et / hb) as usize,
             snapshot_entries: raw.snapshot_entries,
+            snapshot_bytes: raw.snapshot_bytes,
             catch_up_entries: raw.snapshot_catchup_entries,
             catch_up_bytes: raw.snapshot_catchup_bytes as usize,
             limits: RequestLimits {

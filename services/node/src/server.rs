@@ -111,6 +111,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         election_ticks: cfg.election_ticks as u64,
         tick_ms: cfg.tick.as_millis() as u64,
         snapshot_entries: cfg.snapshot_entries,
+        snapshot_bytes: cfg.snapshot_bytes,
         request_timeout_ticks: ticks(cfg.limits.request_timeout, cfg.tick),
         bootstrap_peers: match &cfg.start {
             Start::Bootstrap(peers) => peers.clone(),

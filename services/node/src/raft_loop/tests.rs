@@ -55,6 +55,7 @@ fn node_loop(
         election_ticks: 5,
         tick_ms: 10,
         snapshot_entries: 1_000,
+        snapshot_bytes: u64::MAX,
         request_timeout_ticks: 100,
         bootstrap_peers: peers,
         incarnation: 1,

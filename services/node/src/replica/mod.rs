@@ -194,6 +194,9 @@ pub struct Settings {
     pub tick_ms: u64,
     /// Applied entries between snapshots.
     pub snapshot_entries: u64,
+    /// Bytes of applied entries (their commands) between snapshots: a log of large values is compacted
+    /// before it holds `snapshot_entries` of them.
+    pub snapshot_bytes: u64,
     /// How many ticks a read waits for its index.
     pub request_timeout_ticks: u64,
     /// Bootstrap peers' addresses (id → peer address), a fallback until the log says more.
@@ -279,6 +282,8 @@ pub struct Replica<W: Waiters> {
     lessor: lessor::Lessor,
     /// This node's monotonic clock, in milliseconds, as the driver last told it.
     now_ms: u64,
+    /// Bytes of the commands applied since the last snapshot (taken or installed).
+    applied_bytes: u64,
 }
 
 impl<W: Waiters> Replica<W> {
@@ -324,6 +329,7 @@ impl<W: Waiters> Replica<W> {
             ticks: 0,
             lessor: lessor::Lessor::default(),
             now_ms: 0,
+            applied_bytes: 0,
         }
     }
 
@@ -532,6 +538,7 @@ impl<W: Waiters> Replica<W> {
         let span = info_span!("raft.snapshot.install", index);
         let _guard = span.enter();
         self.fail_writes_up_to(index, out);
+        self.applied_bytes = 0;
         out.applied = Some(index);
         out.installed_snapshot = Some(index);
         out.peers = Some(self.peer_addrs());
@@ -566,6 +573,7 @@ impl<W: Waiters> Replica<W> {
                 let _guard = span.as_ref().map(|s| s.enter());
                 outcomes.push((entry.index, entry.term, sm.apply(entry)));
                 membership_changed |= entry.kind == EntryKind::ConfChange;
+                self.applied_bytes += entry.data.len() as u64;
             }
         }
         if self.settings.record_applied {
@@ -682,7 +690,8 @@ impl<W: Waiters> Replica<W> {
         }
     }
 
-    /// Takes a snapshot every `snapshot_entries` applied entries and compacts the log below it.
+    /// Takes a snapshot every `snapshot_entries` applied entries, or sooner once the entries applied since
+    /// the last one pass `snapshot_bytes`, and compacts the log below it.
     fn maybe_compact(&mut self, storage: &mut DiskStorage) -> Result<(), ReplicaError> {
         let applied = self.raft.applied();
         let snapshot_index = self.raft.snapshot().meta.index;
@@ -691,6 +700,7 @@ impl<W: Waiters> Replica<W> {
         // entries one by one, whose first alone is a one-voter cluster it would elect itself in.
         let past_bootstrap = snapshot_index == 0 && self.raft.term_at(applied) > Some(1);
         if applied.saturating_sub(snapshot_index) < self.settings.snapshot_entries
+            && self.applied_bytes < self.settings.snapshot_bytes
             && !past_bootstrap
         {
             return Ok(());
@@ -707,6 +717,7 @@ impl<W: Waiters> Replica<W> {
         match self.raft.compact(applied, data.clone()) {
             Ok(meta) => {
                 storage.save_snapshot(&reinado_raft::Snapshot { meta, data })?;
+                self.applied_bytes = 0;
                 info!(index = applied, "snapshot saved, log compacted");
             }
             Err(e) => warn!("compaction refused: {e}"),

@@ -92,6 +92,7 @@ fn cluster(n: u64, tweak: impl Fn(&mut reinado_raft::Config, &mut Settings)) -> 
             election_ticks: 10,
             tick_ms: 10,
             snapshot_entries: 10_000,
+            snapshot_bytes: u64::MAX,
             request_timeout_ticks: 100,
             bootstrap_peers: peers.clone(),
             incarnation: id << 32,
@@ -440,4 +441,43 @@ fn a_learner_added_to_stay_one_is_promoted_only_when_asked() {
     );
     assert_eq!(c.replica(1).raft().conf().voters, vec![1, 2, 3, 4]);
     assert!(c.replica(1).raft().conf().learners.is_empty());
+}
+
+/// The log is compacted by bytes too: large values reach `snapshot_bytes` long before `snapshot_entries`,
+/// and the snapshot then comes at once (without it, the log would hold 10,000 of them).
+#[test]
+fn a_log_of_large_values_is_compacted_by_bytes() {
+    let mut c = cluster(3, |_, settings| settings.snapshot_bytes = 16 << 10);
+    c.tick(20);
+    assert_eq!(c.replica(1).raft().role(), Role::Leader);
+    let first = c.replica(1).raft().snapshot().meta.index;
+    let value = vec![7u8; 4 << 10];
+    for key in 0..12u64 {
+        let cmd = Command {
+            op: Some(command::Op::Put(TxnPut {
+                key: format!("big{key}").into_bytes(),
+                value: value.clone(),
+            })),
+            ..Command::default()
+        };
+        let req = Request::Write {
+            data: cmd.encode_to_vec(),
+            span: tracing::Span::none(),
+            waiter: key,
+        };
+        c.ask(1, req);
+        c.settle();
+    }
+    for id in 1..=3 {
+        let snap = c.replica(id).raft().snapshot().meta.index;
+        assert!(
+            snap > first,
+            "node {id} took no snapshot past {first} ({snap})"
+        );
+        let kept = c.replica(id).raft().last_index() - snap;
+        assert!(
+            kept <= 5,
+            "node {id} keeps {kept} entries past its snapshot"
+        );
+    }
 }
