@@ -36,6 +36,9 @@ pub struct Config {
     /// it calls bad is discarded, never installed, and the leader is asked to send it again from offset 0. A
     /// plain function of the bytes, so the core stays pure and deterministic. `None` accepts every snapshot.
     pub verify_snapshot: Option<fn(&[u8]) -> bool>,
+    /// The largest snapshot a follower assembles: a chunk that would take it past this is refused, so that a
+    /// stream of chunks cannot grow its memory without end.
+    pub max_snapshot_bytes: u64,
     /// Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set in production.
     pub bugs: Bugs,
 }
@@ -66,6 +69,7 @@ impl Config {
             catch_up_bytes: 0,
             seed: id,
             verify_snapshot: None,
+            max_snapshot_bytes: u64::MAX,
             bugs: Bugs::default(),
         }
     }

@@ -345,6 +345,11 @@ impl Raft {
         out
     }
 
+    /// Peer messages refused so far because no correct peer sends them (see [`Raft::step`]).
+    pub fn refused_messages(&self) -> u64 {
+        self.refused
+    }
+
     /// The node's state, for operators and tests.
     pub fn status(&self) -> Status {
         Status {

@@ -94,6 +94,8 @@ pub struct Raft {
     /// Leader only: a heartbeat round for pending reads must go out at the next `ready`.
     pub(crate) need_read_round: bool,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Peer messages refused because they could not have been sent by a correct peer.
+    pub(crate) refused: u64,
     /// Output: messages that may be sent at once.
     pub(crate) msgs: Vec<Message>,
     /// Output: messages that may leave only once everything before them is durable.
@@ -139,6 +141,7 @@ impl Raft {
             need_broadcast: false,
             need_read_round: false,
             incoming_snapshot: None,
+            refused: 0,
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
@@ -343,9 +346,14 @@ impl Raft {
     }
 
     /// Handles a message from a peer. Messages for another node or from a stale term are dropped (and a stale
-    /// leader is told the newer term).
+    /// leader is told the newer term), and so are messages that make no sense (counted in
+    /// [`Raft::refused_messages`]).
     pub fn step(&mut self, m: Message) {
         if m.to != self.cfg.id || m.from == self.cfg.id || m.from == 0 {
+            return;
+        }
+        if !self.makes_sense(&m) {
+            self.refused += 1;
             return;
         }
         if !self.step_term(&m) {
@@ -370,6 +378,50 @@ impl Raft {
                 Role::Follower => self.step_follower(m),
                 Role::Candidate | Role::PreCandidate => self.step_candidate(m),
             },
+        }
+    }
+
+    /// False for a message no correct peer sends: it is refused before anything else (terms included) looks at
+    /// it, and counted ([`Raft::refused_messages`]). Appends whose entries do not follow `prev` one by one in
+    /// terms that do not go back or pass the message's; acknowledgements of entries beyond this log, or
+    /// rejections pointing past it; answers to a heartbeat round never sent; snapshot chunks that would
+    /// assemble more than [`Config::max_snapshot_bytes`].
+    fn makes_sense(&self, m: &Message) -> bool {
+        let last = self.log.last_index();
+        match &m.body {
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                ..
+            } => {
+                let mut term = *prev_log_term;
+                entries.iter().enumerate().all(|(i, e)| {
+                    let follows = e.index == prev_log_index + 1 + i as Index
+                        && e.term >= term
+                        && e.term <= m.term;
+                    term = e.term;
+                    follows
+                }) && *prev_log_term <= m.term
+            }
+            // Only a leader's own messages are answered with these; in another role they are ignored anyway.
+            MessageBody::AppendResponse {
+                reject,
+                index,
+                hint_index,
+                ..
+            } if self.role == Role::Leader && m.term == self.term => {
+                *index <= last && (!reject || *hint_index <= last + 1)
+            }
+            MessageBody::HeartbeatResponse { read_round }
+                if self.role == Role::Leader && m.term == self.term =>
+            {
+                *read_round <= self.read_round
+            }
+            MessageBody::Snapshot { offset, data, .. } => offset
+                .checked_add(data.len() as u64)
+                .is_some_and(|end| end <= self.cfg.max_snapshot_bytes),
+            _ => true,
         }
     }
 

@@ -550,7 +550,19 @@ impl World {
             )
         });
         self.stats.messages += 1;
-        self.with_server(to, None, |s, _| s.step(m));
+        let (from, kind, term) = (m.from, m.body.name(), m.term);
+        let mut refused = false;
+        self.with_server(to, None, |s, _| {
+            let before = s.raft().refused_messages();
+            s.step(m);
+            refused = s.raft().refused_messages() > before;
+        });
+        if refused {
+            // Every message here was sent by a correct node (late, duplicated or reordered at most).
+            self.fail(format!(
+                "Refusal: n{to} refused a {kind} of term {term} from n{from}, which a correct peer sent"
+            ));
+        }
     }
 
     fn on_request(&mut self, id: NodeId, req: Request) {

@@ -82,6 +82,11 @@ pub const VARIABLES: &[Variable] = &[
         "Take a snapshot sooner, once the commands applied since the last one pass this many bytes (a log of large values stays bounded).",
     ),
     var(
+        "REINADO_MAX_SNAPSHOT_BYTES",
+        "4294967296",
+        "The largest snapshot this node assembles from a leader's chunks; a chunk beyond it is refused (keep it well above the state's size: REINADO_QUOTA_BYTES plus sessions and leases).",
+    ),
+    var(
         "REINADO_SNAPSHOT_CATCHUP_ENTRIES",
         "5000",
         "A compaction keeps up to this many entries below the snapshot, so that a follower a little behind is sent entries, not the whole snapshot. 0: none.",
@@ -181,6 +186,7 @@ struct Raw {
     election_timeout_ms: u64,
     snapshot_entries: u64,
     snapshot_bytes: u64,
+    max_snapshot_bytes: u64,
     snapshot_catchup_entries: u64,
     snapshot_catchup_bytes: u64,
     max_key_bytes: usize,
@@ -218,6 +224,7 @@ impl Default for Raw {
             election_timeout_ms: num("REINADO_ELECTION_TIMEOUT_MS"),
             snapshot_entries: num("REINADO_SNAPSHOT_ENTRIES"),
             snapshot_bytes: num("REINADO_SNAPSHOT_BYTES"),
+            max_snapshot_bytes: num("REINADO_MAX_SNAPSHOT_BYTES"),
             snapshot_catchup_entries: num("REINADO_SNAPSHOT_CATCHUP_ENTRIES"),
             snapshot_catchup_bytes: num("REINADO_SNAPSHOT_CATCHUP_BYTES"),
             max_key_bytes: num("REINADO_MAX_KEY_BYTES") as usize,
@@ -292,6 +299,8 @@ pub struct Config {
     pub snapshot_entries: u64,
     /// Bytes of applied commands between snapshots.
     pub snapshot_bytes: u64,
+    /// The largest snapshot assembled from a leader's chunks.
+    pub max_snapshot_bytes: u64,
     /// Entries a compaction keeps below the snapshot for followers a little behind.
     pub catch_up_entries: u64,
     /// The most bytes of those.
@@ -393,6 +402,7 @@ impl Config {
         }
         positive("REINADO_SNAPSHOT_ENTRIES", raw.snapshot_entries)?;
         positive("REINADO_SNAPSHOT_BYTES", raw.snapshot_bytes)?;
+        positive("REINADO_MAX_SNAPSHOT_BYTES", raw.max_snapshot_bytes)?;
         for (name, v) in [
             ("REINADO_MAX_KEY_BYTES", raw.max_key_bytes),
             ("REINADO_MAX_VALUE_BYTES", raw.max_value_bytes),
@@ -435,6 +445,7 @@ impl Config {
             election_ticks: (et / hb) as usize,
             snapshot_entries: raw.snapshot_entries,
             snapshot_bytes: raw.snapshot_bytes,
+            max_snapshot_bytes: raw.max_snapshot_bytes,
             catch_up_entries: raw.snapshot_catchup_entries,
             catch_up_bytes: raw.snapshot_catchup_bytes as usize,
             limits: RequestLimits {

@@ -46,6 +46,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         heartbeat_ticks: 1,
         seed: rand::random(),
         verify_snapshot: Some(crate::state::verify_snapshot),
+        max_snapshot_bytes: cfg.max_snapshot_bytes,
         catch_up_entries: cfg.catch_up_entries,
         catch_up_bytes: cfg.catch_up_bytes,
         ..reinado_raft::Config::new(cfg.node_id)

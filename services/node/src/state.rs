@@ -436,13 +436,59 @@ pub enum BadSnapshot {
     /// The checksum holds but the image does not decode.
     #[error("snapshot data is not a valid state machine image: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The image decodes but no state machine wrote it: the same key, lease, session or member twice, or
+    /// a key under a lease the image does not hold.
+    #[error("snapshot image is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// Checks what a decoded image promises: a state machine writes its keys, leases, sessions and members in
+/// strictly increasing order (they are ordered maps), and a key's lease among its leases. Anything else is
+/// refused before it replaces anything (a duplicate session id, say, would leave the session table's
+/// activity index pointing at sessions that are gone).
+fn check_image(image: &StateSnapshot) -> Result<(), BadSnapshot> {
+    fn increasing<T: PartialOrd>(
+        what: &str,
+        mut ids: impl Iterator<Item = T>,
+    ) -> Result<(), BadSnapshot> {
+        let Some(mut prev) = ids.next() else {
+            return Ok(());
+        };
+        for id in ids {
+            if id <= prev {
+                return Err(BadSnapshot::Inconsistent(format!(
+                    "{what} repeated or out of order"
+                )));
+            }
+            prev = id;
+        }
+        Ok(())
+    }
+    increasing("a key", image.kvs.iter().map(|kv| kv.key.as_slice()))?;
+    increasing("a lease id", image.leases.iter().map(|l| l.id))?;
+    increasing("a session id", image.sessions.iter().map(|s| s.client_id))?;
+    increasing("a member id", image.members.iter().map(|m| m.id))?;
+    for s in &image.sessions {
+        increasing("a session's result", s.results.iter().map(|r| r.seq))?;
+    }
+    let held = |id: i64| image.leases.binary_search_by_key(&id, |l| l.id).is_ok();
+    if let Some(kv) = image.kvs.iter().find(|kv| kv.lease != 0 && !held(kv.lease)) {
+        return Err(BadSnapshot::Inconsistent(format!(
+            "a key is attached to lease {:x}, which the image does not hold",
+            kv.lease
+        )));
+    }
+    Ok(())
 }
 
 /// True if `data` is a state machine image in an intact envelope (version known, checksum matching, image
-/// decoding). Stateless, for [`reinado_raft::Config::verify_snapshot`]: the core refuses a snapshot from
+/// decoding and consistent). Stateless, for [`reinado_raft::Config::verify_snapshot`]: the core refuses a snapshot from
 /// the leader that fails it before anything is installed.
 pub fn verify_snapshot(data: &[u8]) -> bool {
-    envelope::open(data).is_ok_and(|image| StateSnapshot::decode(image).is_ok())
+    envelope::open(data)
+        .ok()
+        .and_then(|image| StateSnapshot::decode(image).ok())
+        .is_some_and(|image| check_image(&image).is_ok())
 }
 
 /// What a range read covers.
@@ -983,6 +1029,7 @@ impl StateMachine {
     /// log). The change history starts after it.
     pub fn restore(data: &[u8], index: Index) -> Result<Self, BadSnapshot> {
         let image = StateSnapshot::decode(envelope::open(data)?)?;
+        check_image(&image)?;
         let limits = image
             .limits
             .as_ref()

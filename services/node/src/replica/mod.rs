@@ -404,7 +404,19 @@ impl<W: Waiters> Replica<W> {
 
     /// A message from a peer.
     pub fn step(&mut self, msg: Message) {
+        let refused = self.raft.refused_messages();
+        let (from, kind, term) = (msg.from, msg.body.name(), msg.term);
         self.raft.step(msg);
+        if self.raft.refused_messages() > refused {
+            warn!(
+                from,
+                kind,
+                term,
+                refused = self.raft.refused_messages(),
+                "refused a peer message that no correct peer sends (entries that do not follow, an answer \
+                 beyond what was sent, or a snapshot larger than REINADO_MAX_SNAPSHOT_BYTES)"
+            );
+        }
     }
 
     /// A peer announced where it is reached.

@@ -676,3 +676,53 @@ fn an_image_without_limits_restores_with_the_defaults() {
     assert_eq!(restored.limits(), Limits::default());
     assert_eq!(restored.get(b"a").unwrap().value, b"1");
 }
+
+/// A snapshot that decodes but that no state machine wrote (the same session, key, lease or member twice,
+/// or a key under a lease it does not hold) is refused by verify and restore before it replaces anything
+/// (a duplicate session id left the session table's activity index pointing at a session that was gone).
+#[test]
+fn a_snapshot_image_with_duplicate_ids_is_refused() {
+    let mut sm = StateMachine::new(Limits::default());
+    apply_all(
+        &mut sm,
+        &[
+            cmd(put("alpha", "one"), Some((3, 1, 0)), 5),
+            cmd(put("beta", "two"), Some((4, 1, 0)), 6),
+        ],
+    );
+    let good = StateSnapshot::decode(envelope::open(&sm.snapshot()).unwrap()).unwrap();
+    assert_eq!(good.sessions.len(), 2);
+    let forged = |tweak: &dyn Fn(&mut StateSnapshot)| {
+        let mut image = good.clone();
+        tweak(&mut image);
+        envelope::seal(&image.encode_to_vec())
+    };
+    type Tweak<'a> = &'a dyn Fn(&mut StateSnapshot);
+    let cases: [(&str, Tweak); 5] = [
+        ("session", &|i| {
+            i.sessions[1].client_id = i.sessions[0].client_id
+        }),
+        ("key", &|i| i.kvs[1].key = i.kvs[0].key.clone()),
+        ("member", &|i| {
+            let m = MemberAddress {
+                id: 1,
+                context: None,
+            };
+            i.members = vec![m.clone(), m]
+        }),
+        ("lease", &|i| {
+            i.leases = vec![
+                LeaseRecord { id: 7, ttl_s: 5 },
+                LeaseRecord { id: 7, ttl_s: 5 },
+            ]
+        }),
+        ("unheld lease", &|i| i.kvs[0].lease = 9),
+    ];
+    for (what, tweak) in cases {
+        let image = forged(tweak);
+        assert!(!verify_snapshot(&image), "a duplicate {what} passes verify");
+        let err = StateMachine::restore(&image, sm.applied()).expect_err("refused");
+        assert!(err.to_string().contains("inconsistent"), "{what}: {err}");
+    }
+    assert!(verify_snapshot(&forged(&|_| {})));
+}
