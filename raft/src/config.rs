@@ -39,6 +39,10 @@ pub struct Config {
     /// The largest snapshot a follower assembles: a chunk that would take it past this is refused, so that a
     /// stream of chunks cannot grow its memory without end.
     pub max_snapshot_bytes: u64,
+    /// The most bytes of entry data a leader holds past its commit index; a proposal beyond it is refused
+    /// ([`crate::Error::UncommittedFull`]), so that a leader whose followers do not keep up (or cannot be
+    /// reached) does not grow its log without end. One entry is always accepted.
+    pub max_uncommitted_bytes: u64,
     /// Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set in production.
     pub bugs: Bugs,
 }
@@ -70,6 +74,7 @@ impl Config {
             seed: id,
             verify_snapshot: None,
             max_snapshot_bytes: u64::MAX,
+            max_uncommitted_bytes: u64::MAX,
             bugs: Bugs::default(),
         }
     }

@@ -91,6 +91,7 @@ impl Raft {
             kind,
             data,
         };
+        self.uncommitted_bytes += entry.data.len() as u64;
         self.log.truncate_and_append([entry]);
         self.need_broadcast = true;
         index

@@ -84,4 +84,15 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The leader's entries not yet committed hold as many bytes as it keeps: followers are behind (or cut
+    /// off); retry once they catch up.
+    #[error(
+        "the leader holds {bytes} bytes of uncommitted entries, at most {max}: retry once the followers catch up"
+    )]
+    UncommittedFull {
+        /// Bytes of the uncommitted entries.
+        bytes: u64,
+        /// The bound.
+        max: u64,
+    },
 }

@@ -97,6 +97,14 @@ impl Raft {
     /// is known when the entry at that index is applied: it is this proposal only if its term matches.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), Error> {
         self.check_can_propose()?;
+        // One entry is always taken, however large: a bound must slow writes down, never stop them.
+        let bytes = self.uncommitted_bytes;
+        if bytes > 0 && bytes + data.len() as u64 > self.cfg.max_uncommitted_bytes {
+            return Err(Error::UncommittedFull {
+                bytes,
+                max: self.cfg.max_uncommitted_bytes,
+            });
+        }
         let index = self.append_entry(EntryKind::Normal, data);
         Ok((index, self.term))
     }

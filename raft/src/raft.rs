@@ -48,6 +48,10 @@ pub(crate) struct IncomingSnapshot {
     pub data: Vec<u8>,
 }
 
+/// The highest term a message may carry: no cluster elects 2^62 leaders, and above it `term + 1` could
+/// overflow.
+const MAX_TERM: Term = 1 << 62;
+
 /// Role and leader, reported to the driver when they change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SoftState {
@@ -96,6 +100,8 @@ pub struct Raft {
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     /// Peer messages refused because they could not have been sent by a correct peer.
     pub(crate) refused: u64,
+    /// Leader only: bytes of the entries in the log past the commit index.
+    pub(crate) uncommitted_bytes: u64,
     /// Output: messages that may be sent at once.
     pub(crate) msgs: Vec<Message>,
     /// Output: messages that may leave only once everything before them is durable.
@@ -142,6 +148,7 @@ impl Raft {
             need_read_round: false,
             incoming_snapshot: None,
             refused: 0,
+            uncommitted_bytes: 0,
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
@@ -303,6 +310,14 @@ impl Raft {
             .collect()
     }
 
+    /// Bytes of the data of the entries `lo..=hi` this log holds.
+    pub(crate) fn entry_bytes(&self, lo: Index, hi: Index) -> u64 {
+        (lo.max(self.log.first_index())..=hi)
+            .map_while(|i| self.log.entry(i))
+            .map(|e| e.data.len() as u64)
+            .sum()
+    }
+
     /// Moves the commit index forward, taking committed membership changes into force.
     pub(crate) fn commit_to(&mut self, index: Index) {
         let index = index.min(self.log.last_index());
@@ -311,6 +326,10 @@ impl Raft {
         }
         let from = self.log.commit;
         self.log.commit = index;
+        if self.role == Role::Leader {
+            let committed = self.entry_bytes(from + 1, index);
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed);
+        }
         self.apply_conf_changes(from, index);
     }
 
@@ -382,12 +401,20 @@ impl Raft {
     }
 
     /// False for a message no correct peer sends: it is refused before anything else (terms included) looks at
-    /// it, and counted ([`Raft::refused_messages`]). Appends whose entries do not follow `prev` one by one in
-    /// terms that do not go back or pass the message's; acknowledgements of entries beyond this log, or
-    /// rejections pointing past it; answers to a heartbeat round never sent; snapshot chunks that would
-    /// assemble more than [`Config::max_snapshot_bytes`].
+    /// it, and counted ([`Raft::refused_messages`]): a term past [`MAX_TERM`]; appends whose entries do not
+    /// follow `prev` one by one in terms that do not go back or pass the message's; votes for a log of a later
+    /// term than the campaign's; acknowledgements of entries beyond this log, of a snapshot newer than this
+    /// leader's, or rejections pointing past it; answers to a heartbeat round never sent; snapshot chunks
+    /// of a later term than their message or that would assemble more than [`Config::max_snapshot_bytes`].
+    /// These are what cannot have been sent; a forged message that could have been is believed (peers are
+    /// to be authenticated for that).
     fn makes_sense(&self, m: &Message) -> bool {
+        // A term no cluster reaches; past it, `term + 1` would overflow.
+        if m.term > MAX_TERM {
+            return false;
+        }
         let last = self.log.last_index();
+        let leader_now = self.role == Role::Leader && m.term == self.term;
         match &m.body {
             MessageBody::Append {
                 prev_log_index,
@@ -396,31 +423,40 @@ impl Raft {
                 ..
             } => {
                 let mut term = *prev_log_term;
-                entries.iter().enumerate().all(|(i, e)| {
-                    let follows = e.index == prev_log_index + 1 + i as Index
-                        && e.term >= term
-                        && e.term <= m.term;
-                    term = e.term;
-                    follows
-                }) && *prev_log_term <= m.term
+                *prev_log_term <= m.term
+                    && entries.iter().enumerate().all(|(i, e)| {
+                        let follows = prev_log_index.checked_add(1 + i as Index) == Some(e.index)
+                            && e.term >= term
+                            && e.term <= m.term;
+                        term = e.term;
+                        follows
+                    })
             }
+            MessageBody::Vote { last_log_term, .. } => *last_log_term <= m.term,
             // Only a leader's own messages are answered with these; in another role they are ignored anyway.
             MessageBody::AppendResponse {
                 reject,
                 index,
                 hint_index,
-                ..
-            } if self.role == Role::Leader && m.term == self.term => {
-                *index <= last && (!reject || *hint_index <= last + 1)
+                hint_term,
+            } if leader_now => {
+                *index <= last && (!reject || (*hint_index <= last + 1 && *hint_term <= m.term))
             }
-            MessageBody::HeartbeatResponse { read_round }
-                if self.role == Role::Leader && m.term == self.term =>
-            {
+            MessageBody::HeartbeatResponse { read_round } if leader_now => {
                 *read_round <= self.read_round
             }
-            MessageBody::Snapshot { offset, data, .. } => offset
-                .checked_add(data.len() as u64)
-                .is_some_and(|end| end <= self.cfg.max_snapshot_bytes),
+            // A follower answers with the index of a snapshot this leader sent, and that only grows.
+            MessageBody::SnapshotResponse { index, .. } if leader_now => {
+                *index <= self.log.snapshot_index()
+            }
+            MessageBody::Snapshot {
+                meta, offset, data, ..
+            } => {
+                meta.term <= m.term
+                    && offset
+                        .checked_add(data.len() as u64)
+                        .is_some_and(|end| end <= self.cfg.max_snapshot_bytes)
+            }
             _ => true,
         }
     }

@@ -139,3 +139,31 @@ fn snapshot_chunks_past_the_size_bound_are_refused() {
     refused(&mut net, 1, 2, term, chunk(1000, 100));
     refused(&mut net, 1, 2, term, chunk(u64::MAX, 1));
 }
+
+#[test]
+fn an_acknowledged_snapshot_newer_than_the_leaders_is_refused() {
+    let (mut net, term) = cluster();
+    let body = MessageBody::SnapshotResponse {
+        index: u64::MAX / 2,
+        next_offset: 0,
+        reject: false,
+        done: true,
+    };
+    refused(&mut net, 2, 1, term, body);
+    let peer = net.status(1).peers.into_iter().find(|p| p.id == 2).unwrap();
+    assert!(peer.match_index <= net.status(1).last_index);
+}
+
+#[test]
+fn a_term_no_cluster_reaches_and_a_vote_for_a_log_from_the_future_are_refused() {
+    let (mut net, term) = cluster();
+    refused(&mut net, 2, 1, u64::MAX, MessageBody::TimeoutNow);
+    let vote = MessageBody::Vote {
+        pre_vote: false,
+        last_log_index: 5,
+        last_log_term: term + 5,
+        transfer: false,
+    };
+    refused(&mut net, 3, 2, term + 1, vote);
+    assert_eq!(net.leader(), Some(1));
+}

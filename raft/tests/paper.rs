@@ -644,14 +644,14 @@ fn t4_2_3_followers_in_lease_ignore_vote_requests() {
     net.tick_all(2);
     net.take_sent();
     for to in [1, 2] {
-        net.send(vote(3, to, 9, (100, 100), false));
+        net.send(vote(3, to, 9, (100, 9), false));
     }
     let sent = net.take_sent();
     assert!(vote_answers(&sent, 2, 3).is_empty() && vote_answers(&sent, 1, 3).is_empty());
     assert_eq!(net.status(2).term, 2);
     assert_eq!(net.leader(), Some(1));
     // A campaign started by a leadership transfer is not ignored.
-    net.send(vote(3, 2, 9, (100, 100), true));
+    net.send(vote(3, 2, 9, (100, 9), true));
     assert_eq!(vote_answers(&net.take_sent(), 2, 3), vec![false]);
 }
 

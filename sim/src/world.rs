@@ -353,6 +353,10 @@ impl World {
         cfg.seed = self.rng.next_u64();
         cfg.bugs = self.cfg.bugs;
         cfg.verify_snapshot = Some(reinado_node::state::verify_snapshot);
+        // A leader cut off or ahead of slow followers refuses writes beyond a few hundred bytes to two KiB of uncommitted ones.
+        cfg.max_uncommitted_bytes = 512 + 256 * (self.mix.snapshot_every % 8);
+        // Far above any state a run builds: a refused chunk of a correct leader fails the run.
+        cfg.max_snapshot_bytes = 4 << 20;
         (cfg.catch_up_entries, cfg.catch_up_bytes) =
             catch_up(self.cfg.seed, self.mix.snapshot_every);
         cfg

@@ -79,12 +79,17 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "REINADO_SNAPSHOT_BYTES",
         "67108864",
-        "Take a snapshot sooner, once the commands applied since the last one pass this many bytes (a log of large values stays bounded).",
+        "Take a snapshot sooner, once the commands applied since the last one pass this many bytes and the last snapshot's size (a log of large values stays bounded; a large state is not encoded again for every few writes).",
     ),
     var(
         "REINADO_MAX_SNAPSHOT_BYTES",
-        "4294967296",
-        "The largest snapshot this node assembles from a leader's chunks; a chunk beyond it is refused (keep it well above the state's size: REINADO_QUOTA_BYTES plus sessions and leases).",
+        "0",
+        "The largest snapshot this node assembles from a leader's chunks; a chunk beyond it is refused. 0: eight times REINADO_QUOTA_BYTES, at least 4 GiB (an image holds some 20 bytes per key besides the key and value, plus sessions and leases).",
+    ),
+    var(
+        "REINADO_MAX_UNCOMMITTED_BYTES",
+        "134217728",
+        "The most bytes of writes a leader holds that are not committed yet; beyond them a write is refused, retryable (UNAVAILABLE), until the followers catch up.",
     ),
     var(
         "REINADO_SNAPSHOT_CATCHUP_ENTRIES",
@@ -187,6 +192,7 @@ struct Raw {
     snapshot_entries: u64,
     snapshot_bytes: u64,
     max_snapshot_bytes: u64,
+    max_uncommitted_bytes: u64,
     snapshot_catchup_entries: u64,
     snapshot_catchup_bytes: u64,
     max_key_bytes: usize,
@@ -225,6 +231,7 @@ impl Default for Raw {
             snapshot_entries: num("REINADO_SNAPSHOT_ENTRIES"),
             snapshot_bytes: num("REINADO_SNAPSHOT_BYTES"),
             max_snapshot_bytes: num("REINADO_MAX_SNAPSHOT_BYTES"),
+            max_uncommitted_bytes: num("REINADO_MAX_UNCOMMITTED_BYTES"),
             snapshot_catchup_entries: num("REINADO_SNAPSHOT_CATCHUP_ENTRIES"),
             snapshot_catchup_bytes: num("REINADO_SNAPSHOT_CATCHUP_BYTES"),
             max_key_bytes: num("REINADO_MAX_KEY_BYTES") as usize,
@@ -301,6 +308,8 @@ pub struct Config {
     pub snapshot_bytes: u64,
     /// The largest snapshot assembled from a leader's chunks.
     pub max_snapshot_bytes: u64,
+    /// The most bytes of uncommitted entries a leader holds.
+    pub max_uncommitted_bytes: u64,
     /// Entries a compaction keeps below the snapshot for followers a little behind.
     pub catch_up_entries: u64,
     /// The most bytes of those.
@@ -402,7 +411,7 @@ impl Config {
         }
         positive("REINADO_SNAPSHOT_ENTRIES", raw.snapshot_entries)?;
         positive("REINADO_SNAPSHOT_BYTES", raw.snapshot_bytes)?;
-        positive("REINADO_MAX_SNAPSHOT_BYTES", raw.max_snapshot_bytes)?;
+        positive("REINADO_MAX_UNCOMMITTED_BYTES", raw.max_uncommitted_bytes)?;
         for (name, v) in [
             ("REINADO_MAX_KEY_BYTES", raw.max_key_bytes),
             ("REINADO_MAX_VALUE_BYTES", raw.max_value_bytes),
@@ -445,7 +454,11 @@ impl Config {
             election_ticks: (et / hb) as usize,
             snapshot_entries: raw.snapshot_entries,
             snapshot_bytes: raw.snapshot_bytes,
-            max_snapshot_bytes: raw.max_snapshot_bytes,
+            max_snapshot_bytes: match raw.max_snapshot_bytes {
+                0 => raw.quota_bytes.saturating_mul(8).max(4 << 30),
+                n => n,
+            },
+            max_uncommitted_bytes: raw.max_uncommitted_bytes,
             catch_up_entries: raw.snapshot_catchup_entries,
             catch_up_bytes: raw.snapshot_catchup_bytes as usize,
             limits: RequestLimits {

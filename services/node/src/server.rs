@@ -47,6 +47,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         seed: rand::random(),
         verify_snapshot: Some(crate::state::verify_snapshot),
         max_snapshot_bytes: cfg.max_snapshot_bytes,
+        max_uncommitted_bytes: cfg.max_uncommitted_bytes,
         catch_up_entries: cfg.catch_up_entries,
         catch_up_bytes: cfg.catch_up_bytes,
         ..reinado_raft::Config::new(cfg.node_id)

@@ -284,6 +284,9 @@ pub struct Replica<W: Waiters> {
     now_ms: u64,
     /// Bytes of the commands applied since the last snapshot (taken or installed).
     applied_bytes: u64,
+    /// The size of the last snapshot: one is not taken by bytes before that many were applied again, so a
+    /// large state is not encoded again for every `snapshot_bytes` of writes.
+    last_snapshot_bytes: u64,
 }
 
 impl<W: Waiters> Replica<W> {
@@ -301,6 +304,7 @@ impl<W: Waiters> Replica<W> {
             settings.incarnation
         };
         let stored_conf = raft.conf().clone();
+        let last_snapshot_bytes = raft.snapshot().data.len() as u64;
         let mut announced_client = BTreeMap::new();
         announced_client.insert(settings.id, settings.client_addr.clone());
         settings
@@ -330,6 +334,7 @@ impl<W: Waiters> Replica<W> {
             lessor: lessor::Lessor::default(),
             now_ms: 0,
             applied_bytes: 0,
+            last_snapshot_bytes,
         }
     }
 
@@ -407,12 +412,14 @@ impl<W: Waiters> Replica<W> {
         let refused = self.raft.refused_messages();
         let (from, kind, term) = (msg.from, msg.body.name(), msg.term);
         self.raft.step(msg);
-        if self.raft.refused_messages() > refused {
+        let now = self.raft.refused_messages();
+        // Logged at the first refusal and then ever more rarely, so a flood of garbage is no log flood.
+        if now > refused && (now.is_power_of_two() || now.is_multiple_of(1024)) {
             warn!(
                 from,
                 kind,
                 term,
-                refused = self.raft.refused_messages(),
+                refused = now,
                 "refused a peer message that no correct peer sends (entries that do not follow, an answer \
                  beyond what was sent, or a snapshot larger than REINADO_MAX_SNAPSHOT_BYTES)"
             );
@@ -500,6 +507,7 @@ impl<W: Waiters> Replica<W> {
             let mut sm = StateMachine::restore(&snapshot.data, snapshot.meta.index)?;
             self.settings.bugs.switch_on(&mut sm);
             storage.save_snapshot(snapshot)?;
+            self.last_snapshot_bytes = snapshot.data.len() as u64;
             *self.state.write().expect("state lock") = sm;
         }
         storage.append(&ready.entries)?;
@@ -703,7 +711,7 @@ impl<W: Waiters> Replica<W> {
     }
 
     /// Takes a snapshot every `snapshot_entries` applied entries, or sooner once the entries applied since
-    /// the last one pass `snapshot_bytes`, and compacts the log below it.
+    /// the last one pass `snapshot_bytes` (and the last snapshot's size), and compacts the log below it.
     fn maybe_compact(&mut self, storage: &mut DiskStorage) -> Result<(), ReplicaError> {
         let applied = self.raft.applied();
         let snapshot_index = self.raft.snapshot().meta.index;
@@ -712,7 +720,7 @@ impl<W: Waiters> Replica<W> {
         // entries one by one, whose first alone is a one-voter cluster it would elect itself in.
         let past_bootstrap = snapshot_index == 0 && self.raft.term_at(applied) > Some(1);
         if applied.saturating_sub(snapshot_index) < self.settings.snapshot_entries
-            && self.applied_bytes < self.settings.snapshot_bytes
+            && self.applied_bytes < self.settings.snapshot_bytes.max(self.last_snapshot_bytes)
             && !past_bootstrap
         {
             return Ok(());
@@ -728,6 +736,7 @@ impl<W: Waiters> Replica<W> {
         let _guard = span.enter();
         match self.raft.compact(applied, data.clone()) {
             Ok(meta) => {
+                self.last_snapshot_bytes = data.len() as u64;
                 storage.save_snapshot(&reinado_raft::Snapshot { meta, data })?;
                 self.applied_bytes = 0;
                 info!(index = applied, "snapshot saved, log compacted");

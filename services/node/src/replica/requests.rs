@@ -102,6 +102,9 @@ impl<W: Waiters> Replica<W> {
                 "another membership change (log index {index}) is in progress; retry"
             )),
             reinado_raft::Error::InvalidConfChange(why) => NodeError::FailedPrecondition(why),
+            e @ reinado_raft::Error::UncommittedFull { .. } => {
+                NodeError::Unavailable(format!("{e} (REINADO_MAX_UNCOMMITTED_BYTES)"))
+            }
             other => NodeError::FailedPrecondition(other.to_string()),
         }
     }

@@ -463,7 +463,16 @@ impl StateMachine {
         let prev_kv = old.filter(|_| p.prev_kv).map(|r| r.to_etcd(&p.key));
         let lease = match (p.ignore_lease, old) {
             (true, Some(r)) => r.lease,
+            (true, None) => 0,
             _ => p.lease,
+        };
+        // `check_txn` refused unknown leases against the state before the transaction; whatever an earlier
+        // request of the same transaction did, a key is never attached to a lease that is not held (a
+        // snapshot holding one would be refused at every restart).
+        let lease = if self.leases.contains(lease) {
+            lease
+        } else {
+            0
         };
         let value = match (p.ignore_value, old) {
             (true, Some(r)) => r.value.clone(),

@@ -482,3 +482,44 @@ fn leases_delete_their_keys_when_revoked_and_survive_a_snapshot() {
         assert!(m.leases().is_empty());
     }
 }
+
+/// A key is never attached to a lease that is not held, whatever an earlier request of the same transaction
+/// did: a put with `ignore_lease` after its key was deleted in the transaction (the API refuses that pair,
+/// the state machine does not rely on it) takes no lease, and the snapshot stays one a restart accepts.
+#[test]
+fn a_put_ignoring_the_lease_of_a_key_deleted_in_the_same_transaction_takes_no_lease() {
+    let mut sm = StateMachine::new(Limits::default());
+    let granted = apply(
+        &mut sm,
+        command::Op::LeaseGrant(LeaseGrant { id: 7, ttl_s: 60 }),
+    );
+    assert_eq!(granted.refused, "");
+    put_leased(&mut sm, "k", "v", 7);
+    let delete = RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: "k".into(),
+                ..DeleteRangeRequest::default()
+            },
+        )),
+    };
+    let put = RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: "k".into(),
+            value: "w".into(),
+            lease: 99,
+            ignore_lease: true,
+            ..PutRequest::default()
+        })),
+    };
+    let (outcome, _) = txn(
+        &mut sm,
+        TxnRequest {
+            success: vec![delete, put],
+            ..TxnRequest::default()
+        },
+    );
+    assert_eq!(outcome.refused, "");
+    assert_eq!(sm.get(b"k").map(|kv| kv.lease), Some(0));
+    assert!(super::super::verify_snapshot(&sm.snapshot()));
+}
