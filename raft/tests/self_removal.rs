@@ -258,6 +258,20 @@ fn a_node_with_an_empty_log_grants_no_vote() {
     }
 }
 
+/// Node 1, whose removal (at `removal`) committed, waits for node 2 (cut off) in vain and hands over; node
+/// 2, which never learned the commit, comes back and must lead `{2}` alone.
+fn hand_over_unlearned_then_node_2_leads(net: &mut Network, removal: Index) {
+    let timeout = net.config(1).election_ticks;
+    net.tick_nodes(&[1], 3 * timeout);
+    assert_eq!(net.status(1).role, Role::Follower, "node 1 handed over");
+    assert!(net.status(2).commit < removal, "node 2 never learned it");
+
+    net.clear_hook();
+    net.tick_all(20 * timeout);
+    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
+    assert_eq!(net.status(2).conf.voters, vec![2]);
+}
+
 /// Simulator seed 53039: the remaining voter was cut off for longer than the removed leader waits for it (two
 /// election timeouts), so the leader handed over with the commit unlearned; then the removed node, its log
 /// longer, refused the remaining voter's votes forever, and the remaining voter still counted it. A node that
@@ -284,15 +298,7 @@ fn t4_2_2_a_remaining_voter_that_missed_the_hand_over_learns_the_commit_from_a_r
     net.propose(1, b"b=2").unwrap();
     net.release_held();
     assert_eq!(net.status(1).conf.voters, vec![2], "the removal committed");
-    let timeout = net.config(1).election_ticks;
-    net.tick_nodes(&[1], 3 * timeout);
-    assert_eq!(net.status(1).role, Role::Follower, "node 1 handed over");
-    assert!(net.status(2).commit < removal, "node 2 never learned it");
-
-    net.clear_hook();
-    net.tick_all(20 * timeout);
-    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
-    assert_eq!(net.status(2).conf.voters, vec![2]);
+    hand_over_unlearned_then_node_2_leads(&mut net, removal);
 }
 
 /// The same, with the remaining voter holding an entry past the removal that was never committed (its
@@ -329,15 +335,7 @@ fn t4_2_2_a_remaining_voter_ahead_of_the_commit_it_missed_learns_it_from_a_refus
     net.propose(1, b"b=2").unwrap();
     net.release_held();
     assert_eq!(net.status(1).commit, removal, "only the removal committed");
-    let timeout = net.config(1).election_ticks;
-    net.tick_nodes(&[1], 3 * timeout);
-    assert_eq!(net.status(1).role, Role::Follower, "node 1 handed over");
-    assert!(net.status(2).commit < removal, "node 2 never learned it");
-
-    net.clear_hook();
-    net.tick_all(20 * timeout);
-    assert_eq!(net.leader(), Some(2), "{:?}", net.status(2));
-    assert_eq!(net.status(2).conf.voters, vec![2]);
+    hand_over_unlearned_then_node_2_leads(&mut net, removal);
 }
 
 /// A candidate that learns from a refusal that its own removal committed stops campaigning: only a voter
