@@ -28,7 +28,7 @@ JAEGER_IMAGE := $(shell sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' do
 # unless REQUIRE_E2E=1 (what .ci/run sets).
 REQUIRE_E2E ?=
 
-.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench bench-compare k8s-check etcd-bin
+.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench bench-compare failover-bench k8s-check etcd-bin
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
@@ -147,6 +147,9 @@ down: ## Stop the compose cluster and delete its data volumes.
 
 e2e: images ## End-to-end failover tests against a compose cluster of its own (needs a Docker engine).
 	E2E_COMPOSE="$(COMPOSE)" $(CARGO) test -p reinado-client --test e2e -- --nocapture --test-threads 1
+
+failover-bench: images ## Time each fault kind stops writes on a compose cluster of its own (FAILOVER_TRIALS, default 10).
+	E2E_COMPOSE="$(COMPOSE)" FAILOVER_BENCH=1 $(CARGO) test -p reinado-client --test failover_bench -- --nocapture --test-threads 1
 
 bench-compare: etcd-bin ## etcd 3.5.1 and Reinado side by side, one load generator, alternating rounds (ROUNDS, DURATION).
 	$(CARGO) build --release -p reinado-node -p reinado-proxy -p reinado-client --bins

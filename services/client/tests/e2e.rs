@@ -8,366 +8,30 @@
 //! Needs the images of `make images` and a Docker engine. Skipped, saying so, unless `E2E_COMPOSE` names the
 //! compose command (`docker compose` or `docker-compose`); `make e2e` sets it.
 
-use reinado_client::harness::{free_port, poll_until};
+mod common;
+
+use common::*;
+use reinado_client::harness::poll_until;
 use reinado_client::{Client, ClientOptions};
-use reinado_proto::v1::Consistency;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// The writer stops after this many writes, the reader after this many reads, whatever happens.
-const MAX_WRITES: u64 = 9_000;
-const MAX_READS: u64 = 20_000;
 /// Pause between two writes (and two reads): the gap measurement's resolution, and what keeps the acknowledged
 /// writes within one Range at the end.
 const PACE: Duration = Duration::from_millis(20);
 const LEADER_KILLS: usize = 5;
-const WAIT: Duration = Duration::from_secs(60);
-const PREFIX: &str = "e2e/";
-
-/// The compose project: commands against it, and `down` when dropped.
-struct Compose {
-    tool: Vec<String>,
-    project: String,
-    root: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Compose {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.tool[0]);
-        cmd.args(&self.tool[1..])
-            .args(["-p", &self.project])
-            .args(["-f", "docker-compose.yml", "-f", "docker/e2e.compose.yml"])
-            .args(args)
-            .current_dir(&self.root)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {:?} {args:?}: {e}", self.tool))
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "compose {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The container id of a service (`-a`: compose v2 lists only running containers without it).
-    fn container(&self, service: &str) -> String {
-        let id = self.run(&["ps", "-a", "-q", service]).trim().to_string();
-        assert!(!id.is_empty(), "no container for {service}");
-        id
-    }
-
-    fn network(&self) -> String {
-        format!("{}_default", self.project)
-    }
-
-    /// `reinado --output json ARGS` in a one-off client container on the cluster's network.
-    fn reinado(&self, args: &[&str]) -> Result<Value, String> {
-        let mut all = vec![
-            "run",
-            "--rm",
-            "-T",
-            "--no-deps",
-            "client",
-            "--output",
-            "json",
-        ];
-        all.extend_from_slice(args);
-        let out = self.output(&all);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "reinado {args:?}: {}: {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        // Compose may print its own lines first; the answer is the last line.
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or("");
-        serde_json::from_str(line).map_err(|e| format!("reinado {args:?}: {e}: {stdout}"))
-    }
-
-    /// Member `id` as it sees itself, asking until a status names it.
-    fn member(&self, id: u64) -> Value {
-        for _ in 0..10 {
-            if let Some(m) = self.members().remove(&id) {
-                return m;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("no status names member {id}");
-    }
-
-    /// Every member as it sees itself (`reinado status`), by id.
-    fn members(&self) -> BTreeMap<u64, Value> {
-        match self.reinado(&["status"]) {
-            Ok(status) => status["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| (m["id"].as_u64().unwrap_or(0), m.clone()))
-                .collect(),
-            Err(e) => {
-                eprintln!("e2e: status: {e}");
-                BTreeMap::new()
-            }
-        }
-    }
-}
-
-impl Drop for Compose {
-    fn drop(&mut self) {
-        // Never panics: a panic while unwinding would abort before `down`.
-        if std::thread::panicking()
-            && let Ok(logs) = self
-                .command(&["logs", "--no-color", "--tail", "60"])
-                .output()
-        {
-            eprintln!("{}", String::from_utf8_lossy(&logs.stdout));
-        }
-        let _ = self
-            .command(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
-            .output();
-    }
-}
-
-fn docker(args: &[&str]) -> Output {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run docker {args:?}: {e}"));
-    eprintln!("e2e: docker {} -> {}", args.join(" "), out.status);
-    out
-}
-
-fn docker_ok(args: &[&str]) {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// What the writer and reader saw.
-#[derive(Default)]
-struct Load {
-    stop: AtomicBool,
-    /// Acknowledged writes: (number, when).
-    acks: Mutex<Vec<(u64, Instant)>>,
-    write_failures: Mutex<Vec<String>>,
-    reads: AtomicU64,
-    read_failures: AtomicU64,
-    /// Linearizable reads that missed an acknowledged write.
-    stale_reads: Mutex<Vec<String>>,
-}
-
-impl Load {
-    fn acked(&self) -> Vec<(u64, Instant)> {
-        self.acks.lock().unwrap().clone()
-    }
-
-    /// The longest time without an acknowledgement since the last one before `t`: the outage a fault at `t`
-    /// caused (the writer otherwise acknowledges one write every PACE or so).
-    fn largest_gap_since(&self, t: Instant) -> Duration {
-        let acked = self.acked();
-        let from = acked.iter().rposition(|(_, at)| *at <= t).unwrap_or(0);
-        acked[from..]
-            .windows(2)
-            .map(|w| w[1].1 - w[0].1)
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// Waits for `n` writes acknowledged after `t`.
-    async fn acks_after(&self, t: Instant, n: usize, what: &str) {
-        let done = poll_until(WAIT, Duration::from_millis(20), async || {
-            let after = self.acked().iter().filter(|(_, at)| *at > t).count();
-            if after >= n { Ok(()) } else { Err(after) }
-        })
-        .await;
-        if let Err(after) = done {
-            let failures = self.write_failures.lock().unwrap();
-            let last: Vec<_> = failures.iter().rev().take(3).collect();
-            panic!("{what}: only {after} writes acknowledged in {WAIT:?} (failures: {last:?})");
-        }
-    }
-
-    async fn reads_continue(&self, what: &str) {
-        let start = self.reads.load(Ordering::Relaxed);
-        poll_until(WAIT, Duration::from_millis(50), async || {
-            if self.reads.load(Ordering::Relaxed) >= start + 10 {
-                Ok(())
-            } else {
-                Err(())
-            }
-        })
-        .await
-        .unwrap_or_else(|()| panic!("{what}: reads stopped"));
-    }
-}
-
-fn key(i: u64) -> String {
-    format!("{PREFIX}{i:06}")
-}
-
-async fn writer(client: Client, load: Arc<Load>) {
-    for i in 0..MAX_WRITES {
-        if load.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match client
-            .put(key(i).as_bytes(), i.to_string().as_bytes())
-            .await
-        {
-            Ok(_) => load.acks.lock().unwrap().push((i, Instant::now())),
-            Err(e) => load
-                .write_failures
-                .lock()
-                .unwrap()
-                .push(format!("{}: {e}", key(i))),
-        }
-        tokio::time::sleep(PACE).await;
-    }
-}
-
-/// Reads the latest acknowledged write, linearizably: it must be there.
-async fn reader(client: Client, load: Arc<Load>) {
-    for _ in 0..MAX_READS {
-        if load.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let latest = load.acks.lock().unwrap().last().map(|(i, _)| *i);
-        if let Some(i) = latest {
-            match client
-                .get(key(i).as_bytes(), Consistency::Linearizable)
-                .await
-            {
-                Ok(r) => {
-                    load.reads.fetch_add(1, Ordering::Relaxed);
-                    let value = r.kv.map(|kv| kv.value).unwrap_or_default();
-                    if value != i.to_string().as_bytes() {
-                        load.stale_reads.lock().unwrap().push(format!(
-                            "{} read {:?}",
-                            key(i),
-                            String::from_utf8_lossy(&value)
-                        ));
-                    }
-                }
-                Err(_) => {
-                    load.read_failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        tokio::time::sleep(PACE).await;
-    }
-}
-
-/// The leader the proxies report, once there is one that is not `not`.
-async fn leader(client: &Client, not: u64) -> u64 {
-    poll_until(WAIT, Duration::from_millis(20), async || {
-        match client.status().await {
-            Ok(s) if s.leader_id != 0 && s.leader_id != not => Ok(s.leader_id),
-            _ => Err(()),
-        }
-    })
-    .await
-    .unwrap_or_else(|()| panic!("no leader other than {not}"))
-}
-
-/// Waits until `id` is a serving follower that has applied at least `applied`; returns its status.
-async fn rejoined(compose: &Compose, id: u64, applied: u64, what: &str) -> Value {
-    poll_until(WAIT, Duration::from_millis(500), async || {
-        let members = compose.members();
-        if let Some(m) = members.get(&id)
-            && m["role"] == "follower"
-            && m["health"] == "serving"
-            && m["applied"].as_u64().unwrap_or(0) >= applied
-        {
-            return Ok(m.clone());
-        }
-        Err(members)
-    })
-    .await
-    .unwrap_or_else(|members| {
-        panic!("{what}: node {id} did not rejoin as a serving follower: {members:?}")
-    })
-}
-
-fn leader_commit(compose: &Compose) -> u64 {
-    compose
-        .members()
-        .values()
-        .filter_map(|m| m["commit"].as_u64())
-        .max()
-        .unwrap_or(0)
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_in_containers() {
-    let Ok(tool) = std::env::var("E2E_COMPOSE") else {
-        eprintln!("e2e: skipped: set E2E_COMPOSE to the compose command (make e2e does)");
+    let Some(tool) = compose_tool("e2e") else {
         return;
     };
-    assert!(
-        !tool.trim().is_empty(),
-        "E2E_COMPOSE is empty: neither `docker compose` nor `docker-compose` is installed"
-    );
     let started = Instant::now();
-    let (port1, port2) = (free_port(), free_port());
-    let compose = Compose {
-        tool: tool.split_whitespace().map(String::from).collect(),
-        project: format!("reinadoe2e{}", std::process::id()),
-        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
-        env: vec![
-            ("PROXY1_PORT".into(), port1.to_string()),
-            ("PROXY2_PORT".into(), port2.to_string()),
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                "http://otlp-sink:4317".into(),
-            ),
-            // A leader is killed a few seconds after its election: its spans must be out by then.
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-            ("RUST_LOG".into(), "info".into()),
-        ],
-    };
-    compose.run(&[
-        "up",
-        "-d",
-        "--no-build",
-        "otlp-sink",
-        "node1",
-        "node2",
-        "node3",
-        "proxy1",
-        "proxy2",
-    ]);
-    let proxies = vec![format!("127.0.0.1:{port1}"), format!("127.0.0.1:{port2}")];
+    // A leader is killed a few seconds after its election: its spans must be out by then.
+    let (compose, proxies) = up(&tool, "reinadoe2e", &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let client = Client::new(proxies.clone(), ClientOptions::default()).unwrap();
     let first = leader(&client, 0).await;
     eprintln!(
@@ -376,8 +40,8 @@ async fn failover_in_containers() {
     );
 
     let load = Arc::new(Load::default());
-    let writing = tokio::spawn(writer(client.clone(), load.clone()));
-    let reading = tokio::spawn(reader(client.clone(), load.clone()));
+    let writing = tokio::spawn(writer(client.clone(), load.clone(), PACE, MAX_WRITES));
+    let reading = tokio::spawn(reader(client.clone(), load.clone(), PACE));
     load.acks_after(started, 20, "start").await;
     let containers: BTreeMap<u64, String> = (1..=3)
         .map(|id| (id, compose.container(&format!("node{id}"))))
