@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::{debug, info};
 
-
 /// How long a request waiting for a leader waits before it asks for another status round.
 const NO_LEADER_POLL: Duration = Duration::from_millis(25);
 /// The longest pause between two attempts.
