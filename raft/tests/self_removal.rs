@@ -371,3 +371,71 @@ fn a_candidate_that_learns_its_own_removal_committed_does_not_lead() {
     );
     assert_eq!(net.status(3).role, Role::Follower);
 }
+
+/// The commit told in a refusal travels whatever the terms: a pre-vote of a term below the voter's is refused
+/// with it, and a node takes in an answer of a term below its own (it missed the commit all the same).
+#[test]
+fn the_commit_told_in_a_refusal_travels_at_a_lower_term() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let term = net.status(1).term;
+    // Node 3 gets the entry but never the commit of it.
+    let index = net.status(1).last_index + 1;
+    net.set_hook(move |m| match m.body {
+        MessageBody::Append { commit, .. } | MessageBody::Heartbeat { commit, .. }
+            if m.to == 3 && commit >= index =>
+        {
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    net.propose(1, b"a=1").unwrap();
+    assert!(net.status(1).commit >= index);
+    assert_eq!(
+        (net.status(3).last_index, net.status(3).commit < index),
+        (index, true)
+    );
+
+    // The voter's half: a pre-vote of an older term, for a log ending at a committed entry of that term.
+    let old = (1..index)
+        .rev()
+        .find(|&i| net.raft(1).term_at(i) == Some(term - 1))
+        .expect("an entry of the term before");
+    net.take_sent();
+    net.raft_mut(1).step(Message {
+        from: 2,
+        to: 1,
+        term: term - 1,
+        body: MessageBody::Vote {
+            pre_vote: true,
+            last_log_index: old,
+            last_log_term: term - 1,
+            transfer: false,
+        },
+    });
+    let answer = net.raft_mut(1).ready().messages;
+    let told = answer.iter().find_map(|m| match m.body {
+        MessageBody::VoteResponse {
+            reject: true,
+            committed,
+            committed_term,
+            ..
+        } if m.to == 2 => Some((committed, committed_term)),
+        _ => None,
+    });
+    assert_eq!(told, Some((old, term - 1)), "{answer:?}");
+
+    // The candidate's half: an answer of a term below node 3's still tells it the entry is committed.
+    net.raft_mut(3).step(Message {
+        from: 1,
+        to: 3,
+        term: term - 1,
+        body: MessageBody::VoteResponse {
+            pre_vote: true,
+            reject: true,
+            committed: index,
+            committed_term: term,
+        },
+    });
+    assert_eq!(net.status(3).commit, index);
+}

@@ -125,7 +125,6 @@ async fn failover_in_containers() {
     load_runs();
     // 4. The leader cut off the network: the minority cannot serve, the majority does; reconnected, all converge.
     let old = leader(&client, 0).await;
-    let net = compose.network();
     let serves = || {
         docker(&["exec", &node(old), "/reinado-node", "health", "--ready"])
             .status
@@ -136,7 +135,7 @@ async fn failover_in_containers() {
         "the leader {old} does not serve before the partition"
     );
     let cut = Instant::now();
-    docker_ok(&["network", "disconnect", &net, &node(old)]);
+    compose.disconnect(&node(old));
     let new = leader(&client, old).await;
     load.acks_after(Instant::now(), 20, "leader partitioned")
         .await;
@@ -147,14 +146,7 @@ async fn failover_in_containers() {
     .unwrap_or_else(|()| panic!("the cut-off leader {old} still serves"));
     let stepped_down = cut.elapsed();
     let commit = leader_commit(&compose);
-    docker_ok(&[
-        "network",
-        "connect",
-        "--alias",
-        &format!("node{old}"),
-        &net,
-        &node(old),
-    ]);
+    compose.reconnect(old, &node(old));
     rejoined(&compose, old, commit, "partitioned leader reconnected").await;
     eprintln!(
         "e2e: 4. leader {old} cut off: {new} took over, write gap {:?}, {old} stopped serving after \

@@ -102,7 +102,6 @@ async fn failover_bench() {
         .map(|id| (id, compose.container(&format!("node{id}"))))
         .collect();
     let node = |id: u64| containers[&id].clone();
-    let net = compose.network();
 
     let mut rows = Vec::new();
     for fault in [
@@ -126,7 +125,7 @@ async fn failover_bench() {
                     t
                 }
                 Fault::CutLeader => {
-                    docker_ok(&["network", "disconnect", &net, &node(old)]);
+                    compose.disconnect(&node(old));
                     t
                 }
                 Fault::PauseLeader => {
@@ -154,14 +153,7 @@ async fn failover_bench() {
             };
             match fault {
                 Fault::KillLeader => docker_ok(&["start", &node(old)]),
-                Fault::CutLeader => docker_ok(&[
-                    "network",
-                    "connect",
-                    "--alias",
-                    &format!("node{old}"),
-                    &net,
-                    &node(old),
-                ]),
+                Fault::CutLeader => compose.reconnect(old, &node(old)),
                 Fault::PauseLeader => docker_ok(&["unpause", &node(old)]),
                 Fault::RestartAll => {}
             }

@@ -116,6 +116,24 @@ impl Compose {
         format!("{}_default", self.project)
     }
 
+    /// Cuts a node's container off the project's network.
+    pub fn disconnect(&self, container: &str) {
+        docker_ok(&["network", "disconnect", &self.network(), container]);
+    }
+
+    /// Puts node `id` (container `container`) back on the project's network under its service name.
+    pub fn reconnect(&self, id: u64, container: &str) {
+        let alias = format!("node{id}");
+        docker_ok(&[
+            "network",
+            "connect",
+            "--alias",
+            &alias,
+            &self.network(),
+            container,
+        ]);
+    }
+
     /// `reinado --output json ARGS` in a one-off client container on the cluster's network.
     pub fn reinado(&self, args: &[&str]) -> Result<Value, String> {
         let mut all = vec![

@@ -9,7 +9,7 @@
 
 use super::{EtcdApi, GrpcResult, etcd_error};
 use crate::error::NodeError;
-use crate::raft_loop::{MemberInfo, Request};
+use crate::raft_loop::{MemberInfo, Reply, Request};
 use reinado_proto::etcd::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
@@ -79,6 +79,20 @@ fn unimplemented(what: &str) -> Status {
 }
 
 impl EtcdApi {
+    /// Asks the Raft loop for a membership change and waits for it to commit: the members after it, as
+    /// etcd describes them.
+    async fn change_members(
+        &self,
+        change: impl FnOnce(Reply<Vec<MemberInfo>>) -> Request,
+    ) -> Result<Vec<Member>, NodeError> {
+        let after = self
+            .api
+            .ask("the membership change to commit", change)
+            .await
+            .map_err(etcd_error)?;
+        Ok(self.members(&after))
+    }
+
     async fn member_infos(&self) -> Result<Vec<MemberInfo>, NodeError> {
         let report = self
             .api
@@ -104,14 +118,9 @@ impl Cluster for EtcdApi {
             stay_learner: req.get_ref().is_learner,
             started: false,
         };
-        let after = self
-            .api
-            .ask("the membership change to commit", |reply| {
-                Request::AddMember { id, ctx, reply }
-            })
-            .await
-            .map_err(etcd_error)?;
-        let members = self.members(&after);
+        let members = self
+            .change_members(|reply| Request::AddMember { id, ctx, reply })
+            .await?;
         let added = members.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(MemberAddResponse {
             header: Some(self.current_header()),
@@ -126,16 +135,12 @@ impl Cluster for EtcdApi {
     ) -> GrpcResult<MemberRemoveResponse> {
         forward_unless_leader!(self, req, ClusterClient::member_remove);
         let id = req.into_inner().id;
-        let after = self
-            .api
-            .ask("the membership change to commit", |reply| {
-                Request::RemoveMember { id, reply }
-            })
-            .await
-            .map_err(etcd_error)?;
+        let members = self
+            .change_members(|reply| Request::RemoveMember { id, reply })
+            .await?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.current_header()),
-            members: self.members(&after),
+            members,
         }))
     }
 
@@ -165,16 +170,12 @@ impl Cluster for EtcdApi {
     ) -> GrpcResult<MemberPromoteResponse> {
         forward_unless_leader!(self, req, ClusterClient::member_promote);
         let id = req.into_inner().id;
-        let after = self
-            .api
-            .ask("the membership change to commit", |reply| {
-                Request::PromoteMember { id, reply }
-            })
-            .await
-            .map_err(etcd_error)?;
+        let members = self
+            .change_members(|reply| Request::PromoteMember { id, reply })
+            .await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.current_header()),
-            members: self.members(&after),
+            members,
         }))
     }
 }
