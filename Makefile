@@ -28,7 +28,7 @@ JAEGER_IMAGE := $(shell sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' do
 # unless REQUIRE_E2E=1 (what .ci/run sets).
 REQUIRE_E2E ?=
 
-.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench bench-compare failover-bench k8s-check etcd-bin
+.PHONY: help toolchain fmt fmt-check clippy build test sim sim-bugs images up down e2e bench bench-compare failover-bench soak k8s-check etcd-bin
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
@@ -150,6 +150,9 @@ e2e: images ## End-to-end failover tests against a compose cluster of its own (n
 
 failover-bench: images ## Time each fault kind stops writes on a compose cluster of its own (FAILOVER_TRIALS, default 10).
 	E2E_COMPOSE="$(COMPOSE)" FAILOVER_BENCH=1 $(CARGO) test -p reinado-client --test failover_bench -- --nocapture --test-threads 1
+
+soak: images ## `reinado bench --clients 64` through the proxies for SOAK_SECS (default 600) on a compose cluster: elections seen.
+	E2E_COMPOSE="$(COMPOSE)" SOAK_SECS=$(or $(SOAK_SECS),600) $(CARGO) test -p reinado-client --test failover_bench soak -- --nocapture --test-threads 1
 
 bench-compare: etcd-bin ## etcd 3.5.1 and Reinado side by side, one load generator, alternating rounds (ROUNDS, DURATION).
 	$(CARGO) build --release -p reinado-node -p reinado-proxy -p reinado-client --bins

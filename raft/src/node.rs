@@ -197,6 +197,22 @@ impl Raft {
         }
     }
 
+    /// The transport saw the connection from `peer` break: reset or closed, as when its process dies. If
+    /// `peer` is this follower's leader, the follower stops counting on it: it forgets the leader (so its
+    /// leader lease no longer makes it refuse another's pre-vote) and campaigns at its next tick or the one
+    /// after (a random choice, so that two followers that lost the same leader rarely split the vote),
+    /// instead of a whole election timeout later. Safe even when the leader is alive and only the connection
+    /// broke: the campaign starts with a pre-vote, which the followers still hearing the leader refuse, and the
+    /// leader's next heartbeat makes this node its follower again. Ignored on any other node.
+    pub fn peer_lost(&mut self, peer: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        self.leader = None;
+        let ticks = self.rng.range(1, 3) as usize;
+        self.election_elapsed = self.randomized_election_ticks.saturating_sub(ticks);
+    }
+
     /// Makes a leader step down to follower without a successor (a fault for demonstrations).
     pub fn step_down(&mut self) {
         if self.role == Role::Leader {

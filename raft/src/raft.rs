@@ -164,6 +164,14 @@ impl Raft {
         };
         let snap_index = raft.log.snapshot_index();
         raft.apply_conf_changes(snap_index, raft.log.commit);
+        // etcd's tick fast-forward: a node restarting with a term behind it campaigns within two or three
+        // ticks, not a whole election timeout. If the whole cluster restarted, nobody is left to wait for; if
+        // a leader is alive, its heartbeat comes first, and otherwise the followers it keeps in its lease
+        // refuse the pre-vote. Only with PreVote and CheckQuorum, which keep the early campaign harmless.
+        if raft.term > 0 && raft.cfg.pre_vote && raft.cfg.check_quorum {
+            let early = raft.rng.range(2, 4) as usize;
+            raft.election_elapsed = randomized.saturating_sub(early);
+        }
         Ok(raft)
     }
 

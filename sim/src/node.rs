@@ -407,6 +407,11 @@ impl SimNode {
         self.replica.synced(&mut self.storage, out)
     }
 
+    /// The connection from `peer` broke.
+    pub fn peer_lost(&mut self, peer: NodeId) {
+        self.replica.peer_lost(peer);
+    }
+
     /// A message from a peer.
     pub fn step(&mut self, m: Message) {
         self.replica.step(m);

@@ -128,6 +128,8 @@ enum Event {
     AttemptTimeout(u64, u64, u64),
     ClientStart(u64),
     Restart(NodeId),
+    /// (to, from): the transport tells `to` that its connection from `from` broke.
+    PeerLost(NodeId, NodeId),
     Heal,
     Fault,
     CrashLeader(NodeId, u64),
@@ -474,7 +476,10 @@ impl World {
     /// The node an event is handled by, if it is one that a paused process would not see yet.
     fn target(event: &Event) -> Option<NodeId> {
         match event {
-            Event::Tick(id, _) | Event::Synced(id, _) | Event::ToNode(id, _) => Some(*id),
+            Event::Tick(id, _)
+            | Event::Synced(id, _)
+            | Event::ToNode(id, _)
+            | Event::PeerLost(id, _) => Some(*id),
             Event::Deliver(m) => Some(m.to),
             _ => None,
         }
@@ -498,6 +503,10 @@ impl World {
             }
             Event::ClientStart(client) => self.start_op(client),
             Event::Restart(id) => self.restart(id),
+            Event::PeerLost(to, from) => {
+                self.trace(|| format!("n{to}: connection from n{from} broke"));
+                self.with_server(to, None, |s, _| s.peer_lost(from));
+            }
             Event::Heal => self.heal(),
             Event::Fault => self.inject_fault(),
             Event::CrashLeader(id, term) => {
@@ -680,7 +689,9 @@ impl World {
 
     fn on_new_leader(&mut self, id: NodeId, term: u64) {
         self.trace(|| format!("n{id} became leader of term {term}"));
-        if self.removed.contains(&id) && self.removal_known(id) {
+        // A leadership won in a term older than the remaining voters' is harmless: a vote granted long ago
+        // (a paused candidate's answer arriving late) elects it, but every member refuses its messages.
+        if self.removed.contains(&id) && self.removal_known(id) && term >= self.members_term() {
             return self.fail(format!(
                 "Membership: n{id}, removed (every voter of the membership in force took the removal into \
                  force), became leader of term {term}"
@@ -707,7 +718,15 @@ impl World {
     }
 
     fn send(&mut self, m: Message) {
-        if self.blocked.contains(&(m.from, m.to)) || self.chance(self.mix.drop) {
+        if self.blocked.contains(&(m.from, m.to)) {
+            return;
+        }
+        if self.chance(self.mix.drop) {
+            // Now and then the loss is a connection reset between live nodes, which the receiver is told of.
+            if self.rng.range(0, 8) == 0 {
+                let delay = self.rng.range(1, 4);
+                self.schedule(delay, Event::PeerLost(m.to, m.from));
+            }
             return;
         }
         let copies = if self.chance(self.mix.duplicate) {
@@ -1092,6 +1111,15 @@ impl World {
         node.disk_error_armed = false;
         node.paused_until = 0;
         self.trace(|| format!("fault: n{id} crashes"));
+        // Its peers' connections from it break as its process dies (unless a partition keeps them from
+        // hearing of it).
+        let peers: Vec<NodeId> = self.nodes.keys().copied().filter(|&p| p != id).collect();
+        for peer in peers {
+            if !self.blocked.contains(&(id, peer)) {
+                let delay = self.rng.range(1, 4);
+                self.schedule(delay, Event::PeerLost(peer, id));
+            }
+        }
         let down = self.rng.range(min_ms, max_ms + 1);
         self.schedule(down, Event::Restart(id));
     }
@@ -1487,11 +1515,27 @@ impl World {
             return false;
         };
         let conf = newest.raft().conf();
-        !conf.contains(id)
+        // A node with no membership yet (one added but still empty) knows nothing of the removal.
+        !conf.voters.is_empty()
+            && !conf.contains(id)
             && conf
                 .voters
                 .iter()
                 .all(|v| live.get(v).is_some_and(|s| !s.applied_member(id)))
+    }
+
+    /// The highest term among the live voters of the newest membership a live node holds.
+    fn members_term(&self) -> u64 {
+        let live = || self.nodes.values().filter_map(|n| n.server.as_ref());
+        let Some(newest) = live().max_by_key(|s| s.raft().commit()) else {
+            return 0;
+        };
+        let conf = newest.raft().conf();
+        live()
+            .filter(|s| conf.is_voter(s.id()))
+            .map(|s| s.raft().term())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sends an operator's request to the leader; true if the leader took it (proposed or answered it).

@@ -68,7 +68,7 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var(
         "REINADO_ELECTION_TIMEOUT_MS",
-        "500",
+        "250",
         "A follower that hears no leader for this long (randomized up to twice as long) starts an election. A multiple of the heartbeat interval, at least twice it.",
     ),
     var(

@@ -382,6 +382,11 @@ pub enum Inbound {
         /// Where peers reach it.
         peer_addr: String,
     },
+    /// A peer's message stream ended: its connection broke or it closed the stream.
+    PeerLost {
+        /// The peer.
+        id: NodeId,
+    },
     /// A node with an empty data dir asks whether its id took part in the cluster.
     Probe {
         /// The asking node.
@@ -453,6 +458,25 @@ impl PeerService {
         Ok(id)
     }
 
+    /// Forwards a peer's batches into the Raft loop until its stream ends.
+    async fn receive(
+        &self,
+        from: NodeId,
+        stream: &mut tonic::Streaming<pb::MessageBatch>,
+        ack: &mut pb::SendAck,
+    ) -> Result<(), tonic::Status> {
+        while let Some(batch) = stream.next().await {
+            let messages: Vec<Message> = batch?
+                .try_into()
+                .map_err(|e| tonic::Status::invalid_argument(format!("bad message batch: {e}")))?;
+            ack.batches += 1;
+            for msg in messages {
+                ack.messages += u64::from(self.deliver(from, msg).await?);
+            }
+        }
+        Ok(())
+    }
+
     /// Forwards one message unless it is not for us or its sender is isolated.
     async fn deliver(&self, from: NodeId, msg: Message) -> Result<bool, tonic::Status> {
         if msg.to != self.me.id || msg.from != from || self.isolation.is_cut(from) {
@@ -475,15 +499,14 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         let from = self.accept(&req).await?;
         let mut stream = req.into_inner();
         let mut ack = pb::SendAck::default();
-        while let Some(batch) = stream.next().await {
-            let messages: Vec<Message> = batch?
-                .try_into()
-                .map_err(|e| tonic::Status::invalid_argument(format!("bad message batch: {e}")))?;
-            ack.batches += 1;
-            for msg in messages {
-                ack.messages += u64::from(self.deliver(from, msg).await?);
-            }
+        let received = self.receive(from, &mut stream, &mut ack).await;
+        // A peer's stream ends when its connection breaks (its process died: the kernel closed the socket)
+        // or it dropped the stream; a follower whose leader that is campaigns at once (`Raft::peer_lost`).
+        // An isolated peer's end is not told: the isolation fault models a network that says nothing.
+        if !self.isolation.is_cut(from) {
+            let _ = self.inbox.send(Inbound::PeerLost { id: from }).await;
         }
+        received?;
         Ok(tonic::Response::new(ack))
     }
 

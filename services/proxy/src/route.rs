@@ -188,7 +188,9 @@ impl Router {
             if Instant::now() + pause >= deadline {
                 break;
             }
-            tokio::time::sleep(pause).await;
+            // The pause ends early when the leader changes (since before the attempt): the new one is tried
+            // at once.
+            let _ = tokio::time::timeout(pause, leader_changes.changed()).await;
             pause = (pause * 2).min(MAX_PAUSE);
         }
         Err(match last {

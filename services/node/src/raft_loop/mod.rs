@@ -322,6 +322,7 @@ impl RaftLoop {
             Inbound::Probe { id, reply } => {
                 let _ = reply.send(self.replica.probe(id));
             }
+            Inbound::PeerLost { id } => self.replica.peer_lost(id),
         }
     }
 

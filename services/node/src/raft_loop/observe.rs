@@ -125,6 +125,7 @@ impl Observer {
             votes_refused = 0u32,
             outcome = tracing::field::Empty,
         );
+        span.in_scope(|| info!(term, pre_vote, "campaigning"));
         self.election = Some(Election {
             span,
             term,
