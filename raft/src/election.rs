@@ -135,6 +135,18 @@ impl Raft {
             self.vote = Some(m.from);
             self.election_elapsed = 0;
         }
+        let me = self.cfg.id;
+        if !pre_vote && self.role == Role::Candidate && m.term == self.term && self.vote == Some(me)
+        {
+            // A split vote: another candidate campaigns in this term too. The one with the lower id campaigns
+            // again at its next tick and the other only after a whole timeout from now, so that the next
+            // round does not split as well.
+            self.election_elapsed = if me < m.from {
+                self.randomized_election_ticks.saturating_sub(1)
+            } else {
+                0
+            };
+        }
         let term = if grant { m.term } else { self.term };
         let (committed, committed_term) = if grant {
             (0, 0)

@@ -199,18 +199,26 @@ impl Raft {
 
     /// The transport saw the connection from `peer` break: reset or closed, as when its process dies. If
     /// `peer` is this follower's leader, the follower stops counting on it: it forgets the leader (so its
-    /// leader lease no longer makes it refuse another's pre-vote) and campaigns at its next tick or the one
-    /// after (a random choice, so that two followers that lost the same leader rarely split the vote),
-    /// instead of a whole election timeout later. Safe even when the leader is alive and only the connection
-    /// broke: the campaign starts with a pre-vote, which the followers still hearing the leader refuse, and the
-    /// leader's next heartbeat makes this node its follower again. Ignored on any other node.
+    /// leader lease no longer makes it refuse another's pre-vote) and campaigns at its next tick, or
+    /// a tick after each voter with a lower id that lost it too, instead of a whole election timeout later.
+    /// The order keeps the followers of a dead leader from splitting the vote: they hear of it at the same
+    /// moment, and the first one's pre-vote and vote are over before the next one's tick (a random choice of
+    /// ticks split one vote in ten on a 3-member compose cluster). Safe even when the leader is alive and only
+    /// the connection broke: the campaign starts with a pre-vote, which the followers still hearing the leader
+    /// refuse, and the leader's next heartbeat makes this node its follower again. Ignored on any other node.
     pub fn peer_lost(&mut self, peer: NodeId) {
         if self.role != Role::Follower || self.leader != Some(peer) {
             return;
         }
         self.leader = None;
-        let ticks = self.rng.range(1, 3) as usize;
-        self.election_elapsed = self.randomized_election_ticks.saturating_sub(ticks);
+        let me = self.cfg.id;
+        let before = self
+            .conf
+            .voters
+            .iter()
+            .filter(|&&v| v != peer && v < me)
+            .count();
+        self.election_elapsed = self.randomized_election_ticks.saturating_sub(1 + before);
     }
 
     /// Makes a leader step down to follower without a successor (a fault for demonstrations).

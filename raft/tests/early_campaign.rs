@@ -116,3 +116,23 @@ fn a_restarted_follower_disrupts_nothing() {
         assert_eq!(net.status(id).term, term, "node {id}: {:?}", net.status(id));
     }
 }
+
+#[test]
+fn after_a_split_vote_the_lower_id_campaigns_first_and_wins_the_next_term() {
+    for seed in 0..20 {
+        let mut net = Network::with_config(3, move |c| c.seed = c.id * 1000 + seed);
+        net.elect(1);
+        net.crash(1);
+        let term = net.status(2).term;
+        // Both campaign in the same term before either hears of the other: a split vote.
+        net.raft_mut(2).start_election();
+        net.raft_mut(3).start_election();
+        net.deliver_all();
+        assert_eq!(net.leader(), None, "seed {seed}");
+        assert_eq!(net.status(2).term, term + 1);
+        let rounds = rounds_to_leader(&mut net, &[3, 2], 9);
+        assert!(rounds <= 1, "seed {seed}: {rounds} rounds");
+        assert_eq!(net.leader(), Some(2), "seed {seed}");
+        assert_eq!(net.status(2).term, term + 2, "seed {seed}");
+    }
+}

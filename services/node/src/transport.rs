@@ -101,6 +101,8 @@ type StreamSlot = Arc<Mutex<Option<mpsc::Sender<pb::MessageBatch>>>>;
 struct Peer {
     addr: String,
     stream: StreamSlot,
+    /// Cuts the reconnect backoff short: the peer was just heard from, so it is up.
+    up: Arc<tokio::sync::Notify>,
     snapshots: mpsc::Sender<Message>,
     tasks: [JoinHandle<()>; 2],
 }
@@ -164,16 +166,27 @@ impl Transport {
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
             isolation: self.isolation.clone(),
         };
+        let up = Arc::new(tokio::sync::Notify::new());
         let tasks = [
-            tokio::spawn(sender.clone().keep_stream(stream.clone())),
+            tokio::spawn(sender.clone().keep_stream(stream.clone(), up.clone())),
             tokio::spawn(sender.run_snapshots(snap_rx)),
         ];
         Ok(Peer {
             addr: addr.to_string(),
             stream,
+            up,
             snapshots,
             tasks,
         })
+    }
+
+    /// `peer` opened a stream to this node: it is up, so a stream to it that is waiting out its reconnect
+    /// backoff reconnects now. Without this, a node restarting into a cluster that is restarting too waited
+    /// up to the backoff (a second) before its answers (a pre-vote grant) reached the peer that asked.
+    pub fn peer_up(&self, peer: NodeId) {
+        if let Some(p) = self.peers.get(&peer) {
+            p.up.notify_one();
+        }
     }
 
     /// Sends messages: one batch per peer on its stream, snapshot chunks on their own stream. Never waits: a
@@ -291,9 +304,10 @@ impl StreamSender {
     }
 
     /// Keeps a `Send` stream open to the peer, reopening it with capped backoff whenever it breaks (the
-    /// connection fails, a keepalive ping goes unanswered, the peer restarts). While it is open, the Raft loop
+    /// connection fails, a keepalive ping goes unanswered, the peer restarts), or at once when the peer is
+    /// heard from ([`Transport::peer_up`]). While it is open, the Raft loop
     /// writes batches into it directly.
-    async fn keep_stream(mut self, slot: StreamSlot) {
+    async fn keep_stream(mut self, slot: StreamSlot, up: Arc<tokio::sync::Notify>) {
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
             let (tx, rx) = mpsc::channel::<pb::MessageBatch>(STREAM_QUEUE);
@@ -308,7 +322,10 @@ impl StreamSender {
             if opened.elapsed() > Duration::from_secs(5) {
                 backoff.reset();
             }
-            tokio::time::sleep(backoff.step()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.step()) => {}
+                _ = up.notified() => backoff.reset(),
+            }
         }
     }
 

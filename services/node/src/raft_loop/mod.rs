@@ -318,7 +318,10 @@ impl RaftLoop {
                 id,
                 client_addr,
                 peer_addr,
-            } => self.replica.announce(id, client_addr, peer_addr, out),
+            } => {
+                self.transport.peer_up(id);
+                self.replica.announce(id, client_addr, peer_addr, out);
+            }
             Inbound::Probe { id, reply } => {
                 let _ = reply.send(self.replica.probe(id));
             }
