@@ -136,7 +136,10 @@ impl Raft {
             self.election_elapsed = 0;
         }
         let me = self.cfg.id;
-        if !pre_vote && self.role == Role::Candidate && m.term == self.term && self.vote == Some(me)
+        if !pre_vote
+            && self.role == Role::Candidate
+            && m.term == self.term
+            && self.conf.is_voter(m.from)
         {
             // A split vote: another candidate campaigns in this term too. The one with the lower id campaigns
             // again at its next tick and the other only after a whole timeout from now, so that the next

@@ -199,15 +199,20 @@ impl Raft {
 
     /// The transport saw the connection from `peer` break: reset or closed, as when its process dies. If
     /// `peer` is this follower's leader, the follower stops counting on it: it forgets the leader (so its
-    /// leader lease no longer makes it refuse another's pre-vote) and campaigns at its next tick, or
-    /// a tick after each voter with a lower id that lost it too, instead of a whole election timeout later.
-    /// The order keeps the followers of a dead leader from splitting the vote: they hear of it at the same
-    /// moment, and the first one's pre-vote and vote are over before the next one's tick (a random choice of
-    /// ticks split one vote in ten on a 3-member compose cluster). Safe even when the leader is alive and only
-    /// the connection broke: the campaign starts with a pre-vote, which the followers still hearing the leader
-    /// refuse, and the leader's next heartbeat makes this node its follower again. Ignored on any other node.
+    /// leader lease no longer makes it refuse another's pre-vote) and campaigns 1 + n ticks later, n being
+    /// the number of voters (the lost leader aside) with a lower id than this node's, instead of a whole
+    /// election timeout later. The order keeps the followers of a dead leader from splitting the vote: they
+    /// hear of it at the same moment, and the first one's pre-vote and vote are over before the next one's
+    /// tick (a random choice of one or two ticks split one vote in ten on a 3-member compose cluster). Safe
+    /// even when the leader is alive and only the connection broke: the campaign starts with a pre-vote,
+    /// which the followers still hearing the leader refuse (their leader lease), and the leader's next
+    /// heartbeat makes this node its follower again. Ignored on any other node, and without PreVote and
+    /// CheckQuorum (which make it harmless).
     pub fn peer_lost(&mut self, peer: NodeId) {
-        if self.role != Role::Follower || self.leader != Some(peer) {
+        if self.role != Role::Follower
+            || self.leader != Some(peer)
+            || !(self.cfg.pre_vote && self.cfg.check_quorum)
+        {
             return;
         }
         self.leader = None;

@@ -47,6 +47,23 @@ fn followers_that_lose_the_leader_connection_elect_within_two_ticks_in_the_next_
 }
 
 #[test]
+fn followers_that_lose_the_leader_at_the_same_instant_campaign_in_id_order() {
+    for seed in 0..20 {
+        let mut net = Network::with_config(3, move |c| c.seed = c.id * 1000 + seed);
+        net.elect(1);
+        let term = net.status(1).term;
+        net.crash(1);
+        for id in [2, 3] {
+            net.raft_mut(id).peer_lost(1);
+        }
+        // Both tick at the same instant: were they to campaign at the same tick, they would split the vote.
+        net.tick_nodes(&[2, 3], 1);
+        assert_eq!(net.leader(), Some(2), "seed {seed}");
+        assert_eq!(net.status(2).term, term + 1, "seed {seed}");
+    }
+}
+
+#[test]
 fn a_broken_connection_to_a_live_leader_disrupts_nothing() {
     let mut net = Network::new(3);
     net.elect(1);
@@ -108,8 +125,10 @@ fn a_restarted_follower_disrupts_nothing() {
     net.elect(1);
     let term = net.status(1).term;
     net.crash_and_restart(3);
-    // Even before the leader's next heartbeat reaches it, its early pre-vote is refused by node 2.
+    // Before the leader's next heartbeat reaches it, it asks for pre-votes, which both others refuse.
     net.tick_nodes(&[3], 3);
+    assert_eq!(net.status(3).role, Role::PreCandidate);
+    assert_eq!(net.status(3).term, term);
     net.tick_all(40);
     assert_eq!(net.leader(), Some(1));
     for id in 1..=3 {

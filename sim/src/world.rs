@@ -689,7 +689,7 @@ impl World {
 
     fn on_new_leader(&mut self, id: NodeId, term: u64) {
         self.trace(|| format!("n{id} became leader of term {term}"));
-        // A leadership won in a term older than the remaining voters' is harmless: a vote granted long ago
+        // A leadership won in a term older than every remaining voter's is harmless: a vote granted long ago
         // (a paused candidate's answer arriving late) elects it, but every member refuses its messages.
         if self.removed.contains(&id) && self.removal_known(id) && term >= self.members_term() {
             return self.fail(format!(
@@ -1524,17 +1524,23 @@ impl World {
                 .all(|v| live.get(v).is_some_and(|s| !s.applied_member(id)))
     }
 
-    /// The highest term among the live voters of the newest membership a live node holds.
+    /// The lowest term among the voters of the newest membership a live node holds (0 if one is down: its
+    /// term is not known).
     fn members_term(&self) -> u64 {
-        let live = || self.nodes.values().filter_map(|n| n.server.as_ref());
-        let Some(newest) = live().max_by_key(|s| s.raft().commit()) else {
+        let live = |id: &NodeId| self.nodes.get(id).and_then(|n| n.server.as_ref());
+        let Some(newest) = self
+            .nodes
+            .values()
+            .filter_map(|n| n.server.as_ref())
+            .max_by_key(|s| s.raft().commit())
+        else {
             return 0;
         };
         let conf = newest.raft().conf();
-        live()
-            .filter(|s| conf.is_voter(s.id()))
-            .map(|s| s.raft().term())
-            .max()
+        conf.voters
+            .iter()
+            .map(|v| live(v).map_or(0, |s| s.raft().term()))
+            .min()
             .unwrap_or(0)
     }
 

@@ -128,9 +128,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// One trial's gap in parts: fault to the first campaign (detection), to the first won election, and from the
-/// win to the first acknowledged write after it (the new leader's first commit, the proxy finding it, the
-/// client's retry).
+/// One trial's gap in parts: from its start (the last write acknowledged before the fault; for the
+/// whole-cluster restart, the start commands) to the first campaign (detection), to the first won election,
+/// and from the win to the first acknowledged write after it (the new leader's first commit, the proxy
+/// finding it, the client's retry).
 #[derive(Clone, Copy, Default)]
 struct Parts {
     detect: Option<Duration>,
@@ -223,12 +224,16 @@ async fn failover_bench() {
                 }
             };
             load.acks_after(Instant::now(), 10, fault.name()).await;
-            let gap = if fault == Fault::RestartAll {
+            // For the parts: the start of the gap (the fault command takes a while to act), in both clocks.
+            let (gap, gap_from) = if fault == Fault::RestartAll {
                 let acked = load.acked();
                 let first = acked.iter().find(|(_, at)| *at > from).map(|(_, at)| *at);
-                first.map_or(Duration::ZERO, |at| at - from)
+                (first.map_or(Duration::ZERO, |at| at - from), (from, wall))
             } else {
-                load.largest_gap_since(from)
+                let (gap, start) = load.largest_gap_from(from);
+                let wall = wall + start.saturating_duration_since(t).as_secs_f64()
+                    - t.saturating_duration_since(start).as_secs_f64();
+                (gap, (start, wall))
             };
             match fault {
                 Fault::KillLeader => docker_ok(&["start", &node(old)]),
@@ -239,7 +244,7 @@ async fn failover_bench() {
             all_serving(&compose, fault.name()).await;
             let took = max_term(&compose) - term;
             let all: Vec<String> = containers.values().cloned().collect();
-            let part = parts(&load, &all, (from, wall));
+            let part = parts(&load, &all, gap_from);
             eprintln!(
                 "failover-bench: {} {trial}/{trials}: gap {gap:?} (detect {:?}, elect {:?}, serve {:?}), {took} terms",
                 fault.name(),
@@ -302,8 +307,8 @@ async fn failover_bench() {
         );
     }
     println!(
-        "\nthe gap in parts (medians; from the nodes' logs): fault to the first campaign, to the first won \
-         election, and from it to the first acknowledged write"
+        "\nthe gap in parts (medians; from the nodes' logs): from its start to the first campaign, to the first \
+         won election, and from it to the first acknowledged write"
     );
     println!(
         "{:<32} {:>9} {:>9} {:>9}",

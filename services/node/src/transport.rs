@@ -26,6 +26,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, debug, info_span, warn};
 
+/// The shortest wait before a broken stream to a peer is opened again.
+const MIN_RECONNECT: Duration = Duration::from_millis(20);
+
 /// Metadata keys on peer streams.
 const CLUSTER_ID: &str = "reinado-cluster-id";
 const FROM_ID: &str = "reinado-from-id";
@@ -185,7 +188,8 @@ impl Transport {
     /// up to the backoff (a second) before its answers (a pre-vote grant) reached the peer that asked.
     pub fn peer_up(&self, peer: NodeId) {
         if let Some(p) = self.peers.get(&peer) {
-            p.up.notify_one();
+            // Wakes only a stream waiting now: a stored permit would cut a later, unrelated backoff short.
+            p.up.notify_waiters();
         }
     }
 
@@ -308,7 +312,7 @@ impl StreamSender {
     /// heard from ([`Transport::peer_up`]). While it is open, the Raft loop
     /// writes batches into it directly.
     async fn keep_stream(mut self, slot: StreamSlot, up: Arc<tokio::sync::Notify>) {
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        let mut backoff = Backoff::new(MIN_RECONNECT, Duration::from_secs(1));
         loop {
             let (tx, rx) = mpsc::channel::<pb::MessageBatch>(STREAM_QUEUE);
             let req = self.request(ReceiverStream::new(rx));
@@ -322,9 +326,14 @@ impl StreamSender {
             if opened.elapsed() > Duration::from_secs(5) {
                 backoff.reset();
             }
+            let ended = tokio::time::Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(backoff.step()) => {}
-                _ = up.notified() => backoff.reset(),
+                _ = up.notified() => {
+                    // Still the shortest backoff after the end (and the backoff keeps growing), so that two
+                    // peers whose streams fail right after opening cannot wake each other in a tight loop.
+                    tokio::time::sleep_until(ended + MIN_RECONNECT).await;
+                }
             }
         }
     }
@@ -413,12 +422,24 @@ pub enum Inbound {
     },
 }
 
+/// Who ended a peer's message stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndedBy {
+    /// The peer, or its connection breaking.
+    Peer,
+    /// This node: it refused a batch, or is shutting down.
+    Us,
+}
+
 /// The `RaftPeer` gRPC service: receives peers' streams and feeds the Raft loop.
 #[derive(Clone)]
 pub struct PeerService {
     me: Arc<Identity>,
     inbox: mpsc::Sender<Inbound>,
     isolation: Arc<Isolation>,
+    /// Message streams open from each peer (a reconnected peer's new stream may open before the old one's end
+    /// is noticed).
+    open: Arc<Mutex<HashMap<NodeId, usize>>>,
     /// This node has no state yet and is probing its peers itself; probes are answered "fresh".
     probing: Arc<AtomicBool>,
 }
@@ -433,6 +454,7 @@ impl PeerService {
             me: Arc::new(me),
             inbox,
             isolation,
+            open: Arc::default(),
             probing: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -475,20 +497,23 @@ impl PeerService {
         Ok(id)
     }
 
-    /// Forwards a peer's batches into the Raft loop until its stream ends.
+    /// Forwards a peer's batches into the Raft loop until its stream ends. An error says who ended it.
     async fn receive(
         &self,
         from: NodeId,
         stream: &mut tonic::Streaming<pb::MessageBatch>,
         ack: &mut pb::SendAck,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<(), (tonic::Status, EndedBy)> {
         while let Some(batch) = stream.next().await {
-            let messages: Vec<Message> = batch?
-                .try_into()
-                .map_err(|e| tonic::Status::invalid_argument(format!("bad message batch: {e}")))?;
+            let batch = batch.map_err(|status| (status, EndedBy::Peer))?;
+            let messages: Vec<Message> = batch.try_into().map_err(|e| {
+                let status = tonic::Status::invalid_argument(format!("bad message batch: {e}"));
+                (status, EndedBy::Us)
+            })?;
             ack.batches += 1;
             for msg in messages {
-                ack.messages += u64::from(self.deliver(from, msg).await?);
+                let delivered = self.deliver(from, msg).await;
+                ack.messages += u64::from(delivered.map_err(|status| (status, EndedBy::Us))?);
             }
         }
         Ok(())
@@ -516,14 +541,36 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         let from = self.accept(&req).await?;
         let mut stream = req.into_inner();
         let mut ack = pb::SendAck::default();
+        *self
+            .open
+            .lock()
+            .expect("open streams lock")
+            .entry(from)
+            .or_default() += 1;
         let received = self.receive(from, &mut stream, &mut ack).await;
-        // A peer's stream ends when its connection breaks (its process died: the kernel closed the socket)
-        // or it dropped the stream; a follower whose leader that is campaigns at once (`Raft::peer_lost`).
-        // An isolated peer's end is not told: the isolation fault models a network that says nothing.
-        if !self.isolation.is_cut(from) {
+        let last = {
+            let mut open = self.open.lock().expect("open streams lock");
+            match open.get_mut(&from) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    open.remove(&from);
+                    true
+                }
+            }
+        };
+        // The peer's last stream ended on its side: its connection broke (its process died and the kernel
+        // closed the socket) or it dropped the stream. A follower whose leader that is campaigns soon
+        // (`Raft::peer_lost`). Not told: an end this node caused (a batch it refused, shutting down), an old
+        // stream ending while a newer one is open, and an isolated peer's (the isolation fault models a network
+        // that says nothing).
+        let by_peer = !matches!(received, Err((_, EndedBy::Us)));
+        if last && by_peer && !self.isolation.is_cut(from) {
             let _ = self.inbox.send(Inbound::PeerLost { id: from }).await;
         }
-        received?;
+        received.map_err(|(status, _)| status)?;
         Ok(tonic::Response::new(ack))
     }
 

@@ -191,9 +191,14 @@ impl Router {
             if Instant::now() + pause >= deadline {
                 break;
             }
-            // The pause ends early when the leader changes (since before the attempt): the new one is tried
-            // at once.
-            let _ = tokio::time::timeout(pause, leader_changes.changed()).await;
+            if target == Target::Reader {
+                tokio::time::sleep(pause).await;
+            } else {
+                // The pause ends early once another node is known to lead (a change since before the
+                // attempt counts): it is tried at once.
+                let moved = self.leader_moved_from(&node.addr, &mut leader_changes);
+                let _ = tokio::time::timeout(pause, moved).await;
+            }
             pause = (pause * 2).min(MAX_PAUSE);
         }
         Err(match last {

@@ -247,13 +247,20 @@ impl Load {
     /// The longest time without an acknowledgement since the last one before `t`: the outage a fault at `t`
     /// caused (the writer otherwise acknowledges one write every `pace` or so).
     pub fn largest_gap_since(&self, t: Instant) -> Duration {
+        self.largest_gap_from(t).0
+    }
+
+    /// [`Load::largest_gap_since`], and when that gap began (the acknowledgement before it; `t` if none).
+    pub fn largest_gap_from(&self, t: Instant) -> (Duration, Instant) {
         let acked = self.acked();
         let from = acked.iter().rposition(|(_, at)| *at <= t).unwrap_or(0);
-        acked[from..]
-            .windows(2)
-            .map(|w| w[1].1 - w[0].1)
-            .max()
+        acked
+            .get(from..)
             .unwrap_or_default()
+            .windows(2)
+            .map(|w| (w[1].1 - w[0].1, w[0].1))
+            .max_by_key(|(gap, _)| *gap)
+            .unwrap_or((Duration::ZERO, t))
     }
 
     /// Waits for `n` writes acknowledged after `t`.

@@ -407,18 +407,15 @@ impl<W: Waiters> Replica<W> {
         self.run_lessor();
     }
 
-    /// A message from a peer.
     /// A peer's connection broke (see [`Raft::peer_lost`]): a follower that lost its leader campaigns soon.
     pub fn peer_lost(&mut self, peer: NodeId) {
         if self.raft.soft_state().leader == Some(peer) {
-            info!(
-                peer,
-                "the leader's connection broke: campaigning within two ticks"
-            );
+            info!(peer, "the leader's connection broke: campaigning soon");
         }
         self.raft.peer_lost(peer);
     }
 
+    /// A message from a peer.
     pub fn step(&mut self, msg: Message) {
         let refused = self.raft.refused_messages();
         let (from, kind, term) = (msg.from, msg.body.name(), msg.term);
