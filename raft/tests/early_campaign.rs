@@ -23,17 +23,23 @@ fn rounds_to_leader(net: &mut Network, ids: &[NodeId], max: usize) -> usize {
     panic!("no leader among {ids:?} within {max} rounds");
 }
 
+/// Three members led by node 1, which dies; nodes 2 and 3 are told its connection broke. Returns the term.
+fn leader_lost(seed: u64) -> (Network, Term) {
+    let mut net = Network::with_config(3, move |c| c.seed = c.id * 1000 + seed);
+    net.elect(1);
+    let term = net.status(1).term;
+    net.crash(1);
+    for id in [2, 3] {
+        net.raft_mut(id).peer_lost(1);
+        assert_eq!(net.status(id).leader, None, "seed {seed}");
+    }
+    (net, term)
+}
+
 #[test]
 fn followers_that_lose_the_leader_connection_elect_within_two_ticks_in_the_next_term() {
     for seed in 0..20 {
-        let mut net = Network::with_config(3, move |c| c.seed = c.id * 1000 + seed);
-        net.elect(1);
-        let term = net.status(1).term;
-        net.crash(1);
-        for id in [2, 3] {
-            net.raft_mut(id).peer_lost(1);
-            assert_eq!(net.status(id).leader, None, "seed {seed}");
-        }
+        let (mut net, term) = leader_lost(seed);
         // An election timeout is at least 10 ticks here.
         let rounds = rounds_to_leader(&mut net, &[2, 3], 9);
         assert!(rounds <= 2, "seed {seed}: {rounds} rounds");
@@ -49,13 +55,7 @@ fn followers_that_lose_the_leader_connection_elect_within_two_ticks_in_the_next_
 #[test]
 fn followers_that_lose_the_leader_at_the_same_instant_campaign_in_id_order() {
     for seed in 0..20 {
-        let mut net = Network::with_config(3, move |c| c.seed = c.id * 1000 + seed);
-        net.elect(1);
-        let term = net.status(1).term;
-        net.crash(1);
-        for id in [2, 3] {
-            net.raft_mut(id).peer_lost(1);
-        }
+        let (mut net, term) = leader_lost(seed);
         // Both tick at the same instant: were they to campaign at the same tick, they would split the vote.
         net.tick_nodes(&[2, 3], 1);
         assert_eq!(net.leader(), Some(2), "seed {seed}");
