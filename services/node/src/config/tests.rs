@@ -18,7 +18,7 @@ fn no_configuration_is_a_single_member_cluster_on_localhost() {
         Start::Bootstrap(BTreeMap::from([(1, "127.0.0.1:7071".to_string())]))
     );
     assert_eq!(cfg.data_dir, PathBuf::from("./reinado-data"));
-    assert_eq!(cfg.election_ticks, 10);
+    assert_eq!(cfg.election_ticks, 5);
     assert!(!cfg.fault_injection);
 }
 
