@@ -422,6 +422,50 @@ pub enum Inbound {
     },
 }
 
+/// Message streams open from each peer.
+type OpenStreams = Arc<Mutex<HashMap<NodeId, usize>>>;
+
+/// One open message stream from a peer, counted while it lasts (uncounted also if its handler is dropped
+/// midway, so that a count never sticks).
+struct OpenStream {
+    open: OpenStreams,
+    from: NodeId,
+}
+
+impl OpenStream {
+    fn open(open: &OpenStreams, from: NodeId) -> OpenStream {
+        *open
+            .lock()
+            .expect("open streams lock")
+            .entry(from)
+            .or_default() += 1;
+        OpenStream {
+            open: open.clone(),
+            from,
+        }
+    }
+
+    /// Stops counting this stream (dropping it does); true if it was the peer's last open one.
+    fn close(self) -> bool {
+        let open = self.open.lock().expect("open streams lock");
+        let last = open.get(&self.from).is_none_or(|&n| n <= 1);
+        drop(open);
+        last
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("open streams lock");
+        match open.get_mut(&self.from) {
+            Some(n) if *n > 1 => *n -= 1,
+            _ => {
+                open.remove(&self.from);
+            }
+        }
+    }
+}
+
 /// Who ended a peer's message stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum EndedBy {
@@ -439,7 +483,7 @@ pub struct PeerService {
     isolation: Arc<Isolation>,
     /// Message streams open from each peer (a reconnected peer's new stream may open before the old one's end
     /// is noticed).
-    open: Arc<Mutex<HashMap<NodeId, usize>>>,
+    open: OpenStreams,
     /// This node has no state yet and is probing its peers itself; probes are answered "fresh".
     probing: Arc<AtomicBool>,
 }
@@ -541,26 +585,9 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         let from = self.accept(&req).await?;
         let mut stream = req.into_inner();
         let mut ack = pb::SendAck::default();
-        *self
-            .open
-            .lock()
-            .expect("open streams lock")
-            .entry(from)
-            .or_default() += 1;
+        let counted = OpenStream::open(&self.open, from);
         let received = self.receive(from, &mut stream, &mut ack).await;
-        let last = {
-            let mut open = self.open.lock().expect("open streams lock");
-            match open.get_mut(&from) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                _ => {
-                    open.remove(&from);
-                    true
-                }
-            }
-        };
+        let last = counted.close();
         // The peer's last stream ended on its side: its connection broke (its process died and the kernel
         // closed the socket) or it dropped the stream. A follower whose leader that is campaigns soon
         // (`Raft::peer_lost`). Not told: an end this node caused (a batch it refused, shutting down), an old
