@@ -16,6 +16,10 @@ pub struct Variable {
     pub help: &'static str,
 }
 
+/// The variables the `reinado` CLI reads. The servers skip them, so that one shell can run a node or proxy
+/// and the CLI with its settings exported (a `reinado` test checks the list against the CLI's arguments).
+pub const CLI_VARIABLES: &[&str] = &["REINADO_ENDPOINTS", "REINADO_OUTPUT", "REINADO_TIMEOUT_MS"];
+
 /// A [`Variable`] (for tables in `const` context).
 pub const fn var(name: &'static str, default: &'static str, help: &'static str) -> Variable {
     Variable {
@@ -53,8 +57,9 @@ pub fn default_of(table: &[Variable], name: &str) -> String {
 }
 
 /// Parses the `REINADO_*` variables among `vars` into `T` (whose fields are the names without the prefix, in
-/// lower case, and whose `Default` supplies the defaults). Unknown `REINADO_*` names are refused; empty values
-/// count as unset. `program` names the binary in the hint.
+/// lower case, and whose `Default` supplies the defaults). Unknown `REINADO_*` names are refused, but for the
+/// CLI's ([`CLI_VARIABLES`], skipped unless `table` has them); empty values count as unset. `program` names
+/// the binary in the hint.
 pub fn parse<T: DeserializeOwned>(
     table: &[Variable],
     program: &str,
@@ -63,6 +68,9 @@ pub fn parse<T: DeserializeOwned>(
     let vars: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("REINADO_"))
+        .filter(|(k, _)| {
+            !CLI_VARIABLES.contains(&k.as_str()) || table.iter().any(|v| v.name == k.as_str())
+        })
         .collect();
     for (name, _) in &vars {
         if !table.iter().any(|v| v.name == name) {

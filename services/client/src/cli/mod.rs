@@ -471,3 +471,23 @@ async fn dispatch(command: Command, client: &Client, out: &Out) -> u8 {
         Command::Menu => menu::run(client).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::CommandFactory;
+
+    /// The servers skip exactly the variables the CLI reads.
+    #[test]
+    fn the_servers_skip_list_is_the_clis_variables() {
+        let mut envs: Vec<String> = Args::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        envs.sort();
+        let mut listed: Vec<&str> = reinado_client::envconfig::CLI_VARIABLES.to_vec();
+        listed.sort();
+        assert_eq!(envs, listed);
+    }
+}

@@ -162,3 +162,14 @@ fn the_readme_documents_every_variable() {
         );
     }
 }
+
+#[test]
+fn the_clis_variables_are_skipped_and_a_typo_is_still_refused() {
+    let shell = [
+        ("REINADO_ENDPOINTS", "127.0.0.1:7000"),
+        ("REINADO_OUTPUT", "json"),
+        ("REINADO_TIMEOUT_MS", "500"),
+    ];
+    assert_eq!(config(&shell).unwrap().node_id, 1);
+    assert_eq!(error_var(&[("REINADO_ENDPOINT", "x")]), "REINADO_ENDPOINT");
+}
