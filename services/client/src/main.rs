@@ -1,6 +1,6 @@
 //! `reinado`: the command-line client. Parses arguments, runs one command (see `cli/`), and exits with a code
 //! that means something: 0 done, 1 failed, 2 bad usage, 3 cluster unavailable, 4 not found, 5 invalid
-//! request, 6 quota reached, 7 compare-and-swap did not swap, unhealthy (`health`).
+//! request, 6 quota reached, 7 compare-and-swap did not swap, 8 not serving (`health`).
 
 mod cli;
 

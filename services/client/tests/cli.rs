@@ -44,7 +44,7 @@ async fn cluster() -> (LocalCluster, u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_get_and_errors_in_both_forms() {
-    let (cluster, leader, proxy) = cluster().await;
+    let (mut cluster, leader, proxy) = cluster().await;
 
     let put = reinado(&proxy, &["put", "greeting", "hello"]);
     assert!(put.status.success(), "{}", stderr(&put));
@@ -136,6 +136,25 @@ async fn status_get_and_errors_in_both_forms() {
     assert_eq!(cas.status.code(), Some(7));
     let cas = reinado(&proxy, &["cas", "greeting", "bye", "--expect", "hello"]);
     assert_eq!(cas.status.code(), Some(0));
+
+    // `health` exits 0 for a serving process and 8 (not 7, the compare-and-swap's) for one that answers but
+    // is not serving: a proxy that reaches no node.
+    let health = reinado(&proxy, &["health", &proxy]);
+    assert_eq!(health.status.code(), Some(0), "{}", stderr(&health));
+    for id in 1..=3 {
+        cluster.node(id).process.kill();
+    }
+    for _ in 0..200 {
+        if !reinado_client::health::check(&proxy, "", Duration::from_secs(1))
+            .await
+            .unwrap_or(true)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = reinado(&proxy, &["health", &proxy]);
+    assert_eq!(health.status.code(), Some(8), "{}", stdout(&health));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

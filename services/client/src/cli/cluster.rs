@@ -1,6 +1,6 @@
 //! Cluster commands: status, member, leader transfer, fault, health.
 
-use super::output::{NOT_SWAPPED, Out, table};
+use super::output::{NOT_SERVING, Out, table};
 use super::{FaultCommand, MemberCommand};
 use reinado_client::{Client, ClientError};
 use reinado_proto::v1::{
@@ -244,7 +244,7 @@ pub async fn health(out: &Out, addr: &str, ready: bool) -> u8 {
                     if serving { "serving" } else { "not serving" }
                 )
             });
-            if serving { 0 } else { NOT_SWAPPED }
+            if serving { 0 } else { NOT_SERVING }
         }
         Err(e) => out.error(&ClientError::Unavailable {
             what: format!("{addr}: {e}"),

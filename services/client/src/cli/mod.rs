@@ -32,7 +32,7 @@ use tracing::Instrument;
     name = "reinado",
     version,
     about = "Client for Reinado, a key-value store replicated with Raft.",
-    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage, 3 cluster unavailable, 4 not found, 5 invalid request, 6 quota reached, 7 compare-and-swap did not swap (or unhealthy, for `health`).\nRun `reinado menu` for an interactive menu."
+    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage, 3 cluster unavailable, 4 not found, 5 invalid request, 6 quota reached, 7 compare-and-swap did not swap, 8 not serving (`health`).\nRun `reinado menu` for an interactive menu."
 )]
 pub struct Args {
     /// Proxies or nodes to talk to (host:port, comma-separated); the client fails over between them.

@@ -6,8 +6,10 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::time::Duration;
 
-/// Exit code: the compare-and-swap did not swap, or the process checked is unhealthy.
+/// Exit code: the compare-and-swap did not swap.
 pub const NOT_SWAPPED: u8 = 7;
+/// Exit code: the process `health` checked answered, but is not serving.
+pub const NOT_SERVING: u8 = 8;
 
 /// The output of one command.
 pub struct Out {
