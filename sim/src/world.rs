@@ -1511,7 +1511,7 @@ impl World {
             .iter()
             .filter_map(|(&n, node)| Some((n, node.server.as_ref()?)))
             .collect();
-        let Some(newest) = live.values().max_by_key(|s| s.raft().commit()) else {
+        let Some(newest) = self.newest_live() else {
             return false;
         };
         let conf = newest.raft().conf();
@@ -1524,16 +1524,19 @@ impl World {
                 .all(|v| live.get(v).is_some_and(|s| !s.applied_member(id)))
     }
 
+    /// The live node with the highest commit index: the one that knows the most of the membership.
+    fn newest_live(&self) -> Option<&SimNode> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.server.as_ref())
+            .max_by_key(|s| s.raft().commit())
+    }
+
     /// The lowest term among the voters of the newest membership a live node holds (0 if one is down: its
     /// term is not known).
     fn members_term(&self) -> u64 {
         let live = |id: &NodeId| self.nodes.get(id).and_then(|n| n.server.as_ref());
-        let Some(newest) = self
-            .nodes
-            .values()
-            .filter_map(|n| n.server.as_ref())
-            .max_by_key(|s| s.raft().commit())
-        else {
+        let Some(newest) = self.newest_live() else {
             return 0;
         };
         let conf = newest.raft().conf();

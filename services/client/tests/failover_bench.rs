@@ -103,9 +103,7 @@ fn log_time(line: &str) -> Option<f64> {
 /// nodes' logs (their `campaigning` and `election ended ... outcome="won"` lines), as Unix seconds.
 fn election_times(containers: &[String], since: f64) -> (Option<f64>, Option<f64>) {
     let (mut campaign, mut won): (Option<f64>, Option<f64>) = (None, None);
-    for c in containers {
-        let out = docker(&["logs", "--since", &format!("{since:.3}"), c]);
-        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    for text in node_logs(containers, since) {
         for line in text.lines() {
             let Some(at) = log_time(line).filter(|&at| at >= since) else {
                 continue;
@@ -319,15 +317,26 @@ async fn failover_bench() {
     }
 }
 
-/// Lines of the nodes' logs since `since` (Unix seconds) that contain `what`.
-fn log_lines(containers: &[String], since: f64, what: &str) -> usize {
+/// Each node's log since `since` (Unix seconds).
+fn node_logs(containers: &[String], since: f64) -> Vec<String> {
     containers
         .iter()
         .map(|c| {
             let out = docker(&["logs", "--since", &format!("{since:.3}"), c]);
-            let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-            text.lines().filter(|l| l.contains(what)).count()
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
+        .collect()
+}
+
+/// Lines of the nodes' logs since `since` (Unix seconds) that contain `what`.
+fn log_lines(containers: &[String], since: f64, what: &str) -> usize {
+    node_logs(containers, since)
+        .iter()
+        .map(|text| text.lines().filter(|l| l.contains(what)).count())
         .sum()
 }
 
